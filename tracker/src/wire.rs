@@ -292,6 +292,13 @@ pub fn decode_request(bytes: &[u8]) -> Result<Request, DecodeError> {
         info_hash: None,
         reason,
     };
+    // serde would read a JSON array as a struct, field by field: only objects are requests.
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|&b| b != b'{')
+        && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok()
+    {
+        return Err(unreadable("invalid request: expected a JSON object".into()));
+    }
     let raw: RawRequest<'_> = match serde_json::from_slice(bytes) {
         Ok(r) => r,
         Err(e) if e.is_data() => {
