@@ -251,7 +251,6 @@ where
     // Leave every swarm at once, before waiting on the writer: peers must not get offers
     // relayed to a dead socket.
     shared.conn_closed(conn);
-    drop(slot);
     if writer_end.is_none() {
         // Let the writer flush what is queued and the close frame, within the write timeout.
         match tokio::time::timeout(write_timeout, &mut writer).await {
@@ -262,6 +261,9 @@ where
             }
         }
     }
+    // Release the slot only now: shutdown waits on it, and must not finish before the close
+    // frame is on the wire.
+    drop(slot);
     let end = if end == End::Client && writer_end == Some(End::Slow) {
         End::Slow
     } else {

@@ -265,9 +265,7 @@ impl Tracker {
             shutdown,
             cfg,
         });
-        if let Err(e) = shared.reload_access(false) {
-            return Err(e);
-        }
+        shared.reload_access(false)?;
         let mut tasks = vec![tokio::spawn(http::accept_loop(
             shared.clone(),
             listener,
