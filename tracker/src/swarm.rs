@@ -527,6 +527,21 @@ impl TrackerCore {
                     },
                 });
             }
+            // A full scrape is bounded like a list: past max_scrape_hashes swarms the client is
+            // told to scrape by info_hash instead of getting an unbounded reply.
+            None if self.swarms.len() > self.cfg.max_scrape_hashes => {
+                let (n, max) = (self.swarms.len(), self.cfg.max_scrape_hashes);
+                return out.push(Outgoing {
+                    to: conn,
+                    msg: OutMessage::Error {
+                        action: ReplyAction::Scrape,
+                        info_hash: None,
+                        reason: format!(
+                            "full scrape refused: {n} swarms, more than max_scrape_hashes ({max}); send info_hash"
+                        ),
+                    },
+                });
+            }
             None => self.swarms.iter().map(|(h, s)| (*h, s.counts())).collect(),
             Some(list) if list.len() > self.cfg.max_scrape_hashes => {
                 let max = self.cfg.max_scrape_hashes;

@@ -544,6 +544,24 @@ impl OutMessage {
         }
     }
 
+    /// An error reply in place of this message, for the same action and info_hash.
+    pub fn into_error(self, reason: String) -> Self {
+        let (action, info_hash) = match self {
+            OutMessage::Scrape { .. } => (ReplyAction::Scrape, None),
+            OutMessage::Error {
+                action, info_hash, ..
+            } => (action, info_hash),
+            OutMessage::AnnounceReply { info_hash, .. }
+            | OutMessage::Offer { info_hash, .. }
+            | OutMessage::Answer { info_hash, .. } => (ReplyAction::Announce, Some(info_hash)),
+        };
+        OutMessage::Error {
+            action,
+            info_hash,
+            reason,
+        }
+    }
+
     /// An error reply built from a decode failure.
     pub fn from_decode_error(e: DecodeError) -> Self {
         OutMessage::Error {

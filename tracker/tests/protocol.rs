@@ -274,6 +274,18 @@ async fn scrape_one_many_or_all_with_zeros_for_unknown() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_scrape_is_bounded_like_a_list() {
+    let t = start(|c| c.max_scrape_hashes = 1).await;
+    let mut c = Client::connect(&t.ws_url()).await;
+    for s in [50, 51] {
+        c.send(&announce(&id(s), &bin(1))).await;
+        c.recv().await;
+    }
+    c.send(&json!({"action": "scrape"})).await;
+    assert_error(&c.recv().await, "scrape", None, "max_scrape_hashes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_get_error_replies_and_the_socket_stays_open() {
     let t = start(|_| {}).await;
     let ih = id(4);

@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 
@@ -205,7 +205,7 @@ where
     let end = loop {
         let next = tokio::select! {
             r = tokio::time::timeout(idle, stream.next()) => r,
-            _ = stop.changed() => {
+            _ = stop.wait_for(|&down| down) => {
                 handle.close(1001, "tracker shutting down");
                 break End::Shutdown;
             }
@@ -220,7 +220,10 @@ where
                 handle.close(1000, "idle timeout");
                 break End::Idle;
             }
-            Ok(None) => break End::Client,
+            Ok(None) => {
+                handle.close(1000, "");
+                break End::Client;
+            }
             Ok(Some(Ok(Message::Text(t)))) => shared.handle_frame(conn, t.as_bytes()),
             Ok(Some(Ok(Message::Binary(b)))) => shared.handle_frame(conn, &b),
             Ok(Some(Ok(Message::Close(_)))) => {
@@ -240,9 +243,20 @@ where
                 handle.close(1009, "message too big");
                 break End::TooBig;
             }
+            // A client that vanished without a close handshake is an ordinary disconnect.
+            Ok(Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed | WsError::Io(_))))
+            | Ok(Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)))) => {
+                handle.close(1000, "");
+                break End::Client;
+            }
             Ok(Some(Err(e))) => {
-                tracing::debug!(conn = conn.0, error = %e, "WebSocket error");
-                handle.close(1002, "protocol error");
+                tracing::debug!(conn = conn.0, error = %e, "WebSocket protocol error");
+                let code = if matches!(e, WsError::Utf8(_)) {
+                    1007
+                } else {
+                    1002
+                };
+                handle.close(code, "protocol error");
                 break End::ProtocolError;
             }
         }

@@ -41,17 +41,23 @@ pub(super) async fn accept_loop(
         };
         match accepted {
             Ok((tcp, remote)) => {
-                let open = shared.sockets.fetch_add(1, Ordering::Relaxed);
-                if open >= shared.cfg.max_connections + SOCKET_SLACK {
-                    shared.sockets.fetch_sub(1, Ordering::Relaxed);
-                    shared.metrics.rejected("socket_limit");
-                    continue;
+                // Only the client-facing listener is capped, so a flood there cannot lock
+                // operators out of /health and /metrics on a separate metrics listener.
+                if serve_ws {
+                    let open = shared.sockets.fetch_add(1, Ordering::Relaxed);
+                    if open >= shared.cfg.max_connections + SOCKET_SLACK {
+                        shared.sockets.fetch_sub(1, Ordering::Relaxed);
+                        shared.metrics.rejected("socket_limit");
+                        continue;
+                    }
                 }
                 let _ = tcp.set_nodelay(true);
                 let shared = shared.clone();
                 tokio::spawn(async move {
                     serve_socket(shared.clone(), tcp, remote, serve_stats, serve_ws).await;
-                    shared.sockets.fetch_sub(1, Ordering::Relaxed);
+                    if serve_ws {
+                        shared.sockets.fetch_sub(1, Ordering::Relaxed);
+                    }
                 });
             }
             Err(e) => {

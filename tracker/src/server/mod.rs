@@ -111,8 +111,20 @@ impl Shared {
                 continue;
             };
             let is_offer = o.msg.is_offer();
-            let kind = o.msg.kind();
-            match handle.push(o.msg.encode(), is_offer, &mut evicted) {
+            let mut kind = o.msg.kind();
+            let mut text = o.msg.encode();
+            if !is_offer && text.len() > self.cfg.out_queue_bytes {
+                // A reply that could never fit the queue becomes a short error the client can
+                // act on, instead of silence.
+                let reason = format!(
+                    "reply of {} bytes exceeds this tracker's out_queue_bytes ({})",
+                    text.len(),
+                    self.cfg.out_queue_bytes
+                );
+                text = o.msg.into_error(reason).encode();
+                kind = "error";
+            }
+            match handle.push(text, is_offer, &mut evicted) {
                 Ok(()) => self.metrics.response(kind),
                 Err(why) => self.metrics.dropped(why),
             }

@@ -169,3 +169,86 @@ pub async fn http_get(url: &str) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+// ---- Helpers for limits.rs and operations.rs ----
+
+/// Connects to `url` (ws://) with extra request headers. On refusal returns the HTTP status of
+/// the refusal (0 when there was no HTTP response at all, e.g. connection refused).
+pub async fn try_connect(url: &str, headers: &[(&str, &str)]) -> Result<Client, u16> {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+    let mut req = url.into_client_request().expect("valid ws url");
+    for (k, v) in headers {
+        req.headers_mut().append(
+            HeaderName::from_bytes(k.as_bytes()).expect("header name"),
+            HeaderValue::from_str(v).expect("header value"),
+        );
+    }
+    match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req)).await {
+        Err(_) => panic!("connect to {url}: no answer within {WAIT:?}"),
+        Ok(Ok((ws, _))) => Ok(Client { ws }),
+        Ok(Err(WsError::Http(resp))) => Err(resp.status().as_u16()),
+        Ok(Err(_)) => Err(0),
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds or `within` passes; returns whether it held.
+pub async fn wait_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if cond() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The 40-hex-digit form of a 20-character binary string (as access-list files hold them).
+pub fn hex(binary: &str) -> String {
+    binary
+        .chars()
+        .map(|c| format!("{:02x}", c as u32))
+        .collect()
+}
+
+/// One drop counter of a snapshot by its reason label (`offer_queue_full`, ...).
+pub fn drops(t: &Tracker, reason: &str) -> u64 {
+    t.snapshot()
+        .drops
+        .iter()
+        .find(|(r, _)| *r == reason)
+        .map(|(_, n)| *n)
+        .unwrap_or_else(|| panic!("no drop reason {reason}"))
+}
+
+/// Asserts `v` is an error reply: `action`, a `failure reason` containing `needle`, and
+/// `info_hash` exactly as given (absent when `None`).
+pub fn assert_error_reply(v: &Value, action: &str, info_hash: Option<&str>, needle: &str) {
+    assert_eq!(v["action"], action, "error reply must carry action: {v}");
+    let reason = v["failure reason"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no failure reason: {v}"));
+    assert!(
+        reason.contains(needle),
+        "reason {reason:?} should mention {needle:?}"
+    );
+    match info_hash {
+        Some(h) => assert_eq!(v["info_hash"], h, "{v}"),
+        None => assert!(v.get("info_hash").is_none(), "{v}"),
+    }
+}
+
+/// Asserts `v` is an announce reply for `info_hash` and returns (complete, incomplete).
+pub fn assert_announce_reply(v: &Value, info_hash: &str) -> (u64, u64) {
+    assert_eq!(v["action"], "announce", "{v}");
+    assert!(v.get("failure reason").is_none(), "unexpected error: {v}");
+    assert_eq!(v["info_hash"], info_hash, "{v}");
+    (
+        v["complete"].as_u64().expect("complete"),
+        v["incomplete"].as_u64().expect("incomplete"),
+    )
+}
