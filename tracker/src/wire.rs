@@ -49,6 +49,25 @@ impl Id20 {
         Ok(Id20(out))
     }
 
+    /// 20 random bytes from the caller's RNG (peer ids, offer ids).
+    pub fn random<R: rand::Rng + ?Sized>(rng: &mut R) -> Self {
+        let mut b = [0u8; 20];
+        rng.fill_bytes(&mut b);
+        Id20(b)
+    }
+
+    /// The JSON string literal, escaped exactly as `JSON.stringify` escapes it.
+    pub fn to_json(&self) -> String {
+        let mut s = String::with_capacity(24);
+        self.push_json(&mut s);
+        s
+    }
+
+    /// Appends [`Id20::to_json`] to `s`.
+    pub fn push_json(&self, s: &mut String) {
+        push_id(s, self);
+    }
+
     /// The binary-string form (one char per byte).
     pub fn to_binary_string(&self) -> String {
         self.0.iter().map(|&b| b as char).collect()
@@ -685,7 +704,8 @@ fn push_id(s: &mut String, id: &Id20) {
     s.push('"');
 }
 
-fn push_json_str(s: &mut String, text: &str) {
+/// Appends `text` as a JSON string literal, escaped exactly as `JSON.stringify` escapes it.
+pub fn push_json_str(s: &mut String, text: &str) {
     s.push('"');
     for ch in text.chars() {
         push_escaped_char(s, ch);
