@@ -277,17 +277,7 @@ async fn https_get(
     let mut buf = Vec::new();
     // A peer that closes without close_notify is an error to rustls; what was read counts.
     let _ = tokio::time::timeout(WAIT, tls.read_to_end(&mut buf)).await;
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    support::parse_http_response(&buf)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

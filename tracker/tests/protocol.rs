@@ -9,25 +9,10 @@ use std::time::Duration;
 
 use futures_util::SinkExt;
 use serde_json::{Value, json};
-use support::{Client, announce, bin, id, offers, start};
+use support::{Client, announce, assert_error_reply, bin, id, offers, start};
 use tokio_tungstenite::tungstenite::Message;
 
 const SILENCE: Duration = Duration::from_millis(300);
-
-fn assert_error(v: &Value, action: &str, info_hash: Option<&str>, needle: &str) {
-    assert_eq!(v["action"], action, "error reply must carry action: {v}");
-    let reason = v["failure reason"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no failure reason: {v}"));
-    assert!(
-        reason.contains(needle),
-        "reason {reason:?} should mention {needle:?}"
-    );
-    match info_hash {
-        Some(h) => assert_eq!(v["info_hash"], h, "{v}"),
-        None => assert!(v.get("info_hash").is_none(), "{v}"),
-    }
-}
 
 fn counts(v: &Value) -> (u64, u64) {
     assert_eq!(v["action"], "announce", "{v}");
@@ -203,10 +188,10 @@ async fn answers_reach_only_the_offerer_and_only_from_the_recipient() {
 
     // A third party that was never sent the offer cannot answer it (anti-spoofing).
     c.send(&answer(b'c')).await;
-    assert_error(&c.recv().await, "announce", Some(&ih), "no matching offer");
+    assert_error_reply(&c.recv().await, "announce", Some(&ih), "no matching offer");
     // Nor can the right peer_id from the wrong socket.
     c.send(&answer(b'a')).await;
-    assert_error(&c.recv().await, "announce", Some(&ih), "no matching offer");
+    assert_error_reply(&c.recv().await, "announce", Some(&ih), "no matching offer");
     b.expect_silence(SILENCE).await;
 
     // The recipient's answer goes to the offerer, with no reply to the answerer (reference).
@@ -221,7 +206,7 @@ async fn answers_reach_only_the_offerer_and_only_from_the_recipient() {
 
     // One answer per offer.
     a.send(&answer(b'a')).await;
-    assert_error(&a.recv().await, "announce", Some(&ih), "no matching offer");
+    assert_error_reply(&a.recv().await, "announce", Some(&ih), "no matching offer");
 
     // An expired offer cannot be answered.
     let mut m = announce(&ih, &bin(b'b'));
@@ -233,7 +218,7 @@ async fn answers_reach_only_the_offerer_and_only_from_the_recipient() {
     let mut late = answer(b'a');
     late["offer_id"] = offer["offer_id"].clone();
     a.send(&late).await;
-    assert_error(&a.recv().await, "announce", Some(&ih), "expired");
+    assert_error_reply(&a.recv().await, "announce", Some(&ih), "expired");
     b.expect_silence(SILENCE).await;
     assert_eq!(t.snapshot().counters.answers_relayed, 1);
 }
@@ -282,7 +267,7 @@ async fn a_full_scrape_is_bounded_like_a_list() {
         c.recv().await;
     }
     c.send(&json!({"action": "scrape"})).await;
-    assert_error(&c.recv().await, "scrape", None, "max_scrape_hashes");
+    assert_error_reply(&c.recv().await, "scrape", None, "max_scrape_hashes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -307,13 +292,13 @@ async fn malformed_requests_get_error_replies_and_the_socket_stays_open() {
     ];
     for (frame, action, info_hash, needle) in &cases {
         c.send_text(frame).await;
-        assert_error(&c.recv().await, action, *info_hash, needle);
+        assert_error_reply(&c.recv().await, action, *info_hash, needle);
     }
     // Invalid UTF-8 in a binary frame is an error reply too, not a dropped socket.
     c.ws.send(Message::binary(vec![0xff, 0xfe, b'{']))
         .await
         .unwrap();
-    assert_error(&c.recv().await, "announce", None, "not valid JSON");
+    assert_error_reply(&c.recv().await, "announce", None, "not valid JSON");
     c.send(&announce(&ih, &bin(1))).await;
     assert_eq!(counts(&c.recv().await), (0, 1), "socket still works");
     assert!(t.metrics().requests("invalid") >= cases.len() as u64);

@@ -157,7 +157,12 @@ pub async fn http_get(url: &str) -> (u16, String) {
         .await
         .expect("in time")
         .expect("read");
-    let text = String::from_utf8_lossy(&buf).to_string();
+    parse_http_response(&buf)
+}
+
+/// (status, body) of a raw HTTP/1.1 response.
+pub fn parse_http_response(buf: &[u8]) -> (u16, String) {
+    let text = String::from_utf8_lossy(buf).to_string();
     let status = text
         .split_whitespace()
         .nth(1)
