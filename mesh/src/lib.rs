@@ -10,4 +10,5 @@
 
 pub mod node;
 pub mod signal;
+pub mod transport;
 pub mod wire;
