@@ -148,25 +148,20 @@ impl MemoryLink {
 
     async fn recv_frame(&self) -> Option<Frame> {
         let mut rx = self.rx.lock().await;
-        loop {
-            if self.is_closed() {
-                return None;
-            }
-            let closed = self.shared.notify.notified();
-            tokio::pin!(closed);
-            // Register for the close notification before checking the flag again.
-            closed.as_mut().enable();
-            if self.is_closed() {
-                return None;
-            }
-            let (at, frame) = tokio::select! {
-                f = rx.recv() => f?,
-                _ = &mut closed => return None,
-            };
-            tokio::select! {
-                _ = tokio::time::sleep_until(at) => return Some(frame),
-                _ = &mut closed => return None,
-            }
+        let closed = self.shared.notify.notified();
+        tokio::pin!(closed);
+        // Register for the close notification before checking the flag.
+        closed.as_mut().enable();
+        if self.is_closed() {
+            return None;
+        }
+        let (at, frame) = tokio::select! {
+            f = rx.recv() => f?,
+            _ = &mut closed => return None,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(at) => Some(frame),
+            _ = &mut closed => None,
         }
     }
 }
@@ -261,7 +256,10 @@ mod tests {
         a.send(text("1")).await.unwrap();
         a.send(text("2")).await.unwrap();
         let third = tokio::time::timeout(Duration::from_secs(1), a.send(text("3"))).await;
-        assert!(third.is_err(), "the third send must wait while 2 frames are in flight");
+        assert!(
+            third.is_err(),
+            "the third send must wait while 2 frames are in flight"
+        );
         assert_eq!(b.recv().await, Some(text("1")));
         a.send(text("3")).await.unwrap();
     }

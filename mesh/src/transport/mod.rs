@@ -10,6 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub mod memory;
+pub mod webrtc;
 
 /// One data-channel message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +56,9 @@ impl std::fmt::Display for LinkError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             LinkError::Closed => f.write_str("link closed"),
-            LinkError::TooLarge { size, max } => write!(f, "frame of {size} bytes exceeds the link's limit of {max}"),
+            LinkError::TooLarge { size, max } => {
+                write!(f, "frame of {size} bytes exceeds the link's limit of {max}")
+            }
             LinkError::Transport(e) => write!(f, "transport error: {e}"),
         }
     }
