@@ -89,7 +89,7 @@ async fn connect_and_exchange_text_and_binary_both_ways() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn messages_up_to_64_kib() {
+async fn messages_up_to_256_kib() {
     let (a, b, _) = pair(&cfg()).await;
     for size in [
         16 * 1024,
@@ -97,6 +97,8 @@ async fn messages_up_to_64_kib() {
         32 * 1024,
         64 * 1024 - 1,
         64 * 1024,
+        64 * 1024 + 1,
+        256 * 1024,
     ] {
         let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
         a.send(Frame::Binary(payload.clone())).await.unwrap();
@@ -109,12 +111,12 @@ async fn messages_up_to_64_kib() {
         b.send(Frame::Text(text.clone())).await.unwrap();
         assert_eq!(recv(&*a).await, Some(Frame::Text(text)), "text {size}");
     }
-    let too_big = Frame::Binary(vec![0; 64 * 1024 + 1]);
+    let too_big = Frame::Binary(vec![0; 256 * 1024 + 1]);
     assert!(matches!(
         a.send(too_big).await,
         Err(LinkError::TooLarge {
-            size: 65537,
-            max: 65536
+            size: 262_145,
+            max: 262_144
         })
     ));
     a.close().await;

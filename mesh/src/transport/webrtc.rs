@@ -92,7 +92,8 @@ pub struct WebRtcConfig {
     /// unacknowledged. Default 1 MiB.
     pub send_buffer_limit: usize,
     /// Largest message accepted by [`Link::send`] and advertised as `a=max-message-size`.
-    /// Default 64 KiB (webrtc-rs's default; browsers advertise 256 KiB).
+    /// Default 256 KiB, what browsers and libdatachannel advertise: a P2PT chunk of 16000 UTF-16
+    /// units can reach ~96 KB once JSON-escaped, past webrtc-rs's own 64 KiB default.
     pub max_message_size: usize,
     /// Capacity, in frames, of each link's receive queue (see the module docs). Default 256.
     pub recv_queue_frames: usize,
@@ -115,7 +116,7 @@ impl Default for WebRtcConfig {
             bind_addrs: vec!["0.0.0.0:0".to_owned()],
             socket_buffer_bytes: 4 * 1024 * 1024,
             send_buffer_limit: 1024 * 1024,
-            max_message_size: 64 * 1024,
+            max_message_size: 256 * 1024,
             recv_queue_frames: 256,
             gather_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(15),

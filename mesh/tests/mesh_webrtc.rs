@@ -1,0 +1,189 @@
+//! Two `Mesh`es find each other through our tracker (in-process, 127.0.0.1) and talk over
+//! real WebRTC data channels.
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use ghostmesh::mesh::{Mesh, MeshEvent};
+use ghostmesh::transport::webrtc::WebRtcConfig;
+use ghostmesh::wire::Payload;
+use ghostmesh_tracker::{Config, Tracker};
+use serde_json::json;
+
+/// Every wait in this test is bounded by this.
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(WAIT, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out: {what}"),
+    }
+}
+
+async fn start_mesh(url: &str, seed: u64) -> Mesh {
+    Mesh::builder(vec![url.to_owned()], "mesh-webrtc-test")
+        .webrtc(WebRtcConfig::bound_to("127.0.0.1:0"))
+        .request_timeout(Duration::from_secs(20))
+        .seed(seed)
+        .start()
+        .await
+        .unwrap()
+}
+
+/// Waits for the first event `pick` accepts, skipping others.
+async fn wait_for<T>(
+    mesh: &mut Mesh,
+    what: &str,
+    mut pick: impl FnMut(MeshEvent) -> Option<T>,
+) -> T {
+    within(what, async {
+        loop {
+            match mesh.next_event().await {
+                Some(event) => {
+                    if let Some(v) = pick(event) {
+                        return v;
+                    }
+                }
+                None => panic!("event stream ended while waiting for {what}"),
+            }
+        }
+    })
+    .await
+}
+
+/// Answers the next message with `reply(payload)` and returns what was received.
+async fn serve_one(mesh: &mut Mesh, reply: impl FnOnce(&Payload) -> Payload) -> (String, Payload) {
+    let (peer, payload, handle) = wait_for(mesh, "a message", |e| match e {
+        MeshEvent::Message {
+            peer,
+            payload,
+            handle,
+        } => Some((peer, payload, handle)),
+        _ => None,
+    })
+    .await;
+    let answer = reply(&payload);
+    mesh.respond(handle, answer).await.unwrap();
+    (peer, payload)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_meshes_discover_each_other_and_exchange_messages() {
+    let tracker = Tracker::start(Config {
+        listen: "127.0.0.1:0".into(),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let url = tracker.ws_url();
+
+    let t0 = Instant::now();
+    let mut a = start_mesh(&url, 1).await;
+    let mut b = start_mesh(&url, 2).await;
+    let (a_id, b_id) = (a.peer_id().to_owned(), b.peer_id().to_owned());
+    assert_ne!(a_id, b_id);
+
+    let connected = |me: &str| {
+        let me = me.to_owned();
+        move |e: MeshEvent| match e {
+            MeshEvent::PeerConnected(p) => Some(p),
+            MeshEvent::TrackerWarning { message, .. } => {
+                eprintln!("{me}: tracker warning: {message}");
+                None
+            }
+            _ => None,
+        }
+    };
+    let seen_by_a = wait_for(&mut a, "A: PeerConnected", connected("A")).await;
+    assert_eq!(seen_by_a, b_id);
+    let seen_by_b = wait_for(&mut b, "B: PeerConnected", connected("B")).await;
+    assert_eq!(seen_by_b, a_id);
+    println!("start to PeerConnected on both sides: {:?}", t0.elapsed());
+
+    // A sends JSON to B; B answers.
+    let (sent, served) = tokio::join!(
+        within(
+            "A's JSON request",
+            a.send(&b_id, json!({"hello": "B", "n": 1}).into())
+        ),
+        serve_one(&mut b, |p| {
+            assert_eq!(p, &Payload::Json(json!({"hello": "B", "n": 1})));
+            json!({"ok": true}).into()
+        }),
+    );
+    assert_eq!(served.0, a_id);
+    assert_eq!(sent.unwrap(), Payload::Json(json!({"ok": true})));
+
+    // B sends text to A; A answers.
+    let (sent, served) = tokio::join!(
+        within("B's text request", b.send(&a_id, "ping".into())),
+        serve_one(&mut a, |p| {
+            assert_eq!(p, &Payload::from("ping"));
+            "pong".into()
+        }),
+    );
+    assert_eq!(served.0, b_id);
+    assert_eq!(sent.unwrap(), Payload::from("pong"));
+
+    // A 100,000-character message with emoji (chunked) round-trips.
+    let unit = "héllo wörld 👋🏽 ghostmesh 🚀 ";
+    let big: String = unit.chars().cycle().take(100_000).collect();
+    assert_eq!(big.chars().count(), 100_000);
+    let expected = big.clone();
+    let (sent, served) = tokio::join!(
+        within("big request", a.send(&b_id, big.clone().into())),
+        serve_one(&mut b, |p| p.clone()),
+    );
+    assert_eq!(served.1, Payload::Text(expected.clone()));
+    assert_eq!(sent.unwrap(), Payload::Text(expected));
+
+    // Fire-and-forget arrives as a message.
+    a.send_no_reply(&b_id, "no reply".into()).await.unwrap();
+    let got = wait_for(&mut b, "fire-and-forget", |e| match e {
+        MeshEvent::Message { payload, .. } => Some(payload),
+        _ => None,
+    })
+    .await;
+    assert_eq!(got, Payload::from("no reply"));
+
+    // A stops; B sees A's links close.
+    within("A stops", a.stop()).await;
+    let closed = wait_for(&mut b, "B: PeerClosed", |e| match e {
+        MeshEvent::PeerClosed(p) => Some(p),
+        _ => None,
+    })
+    .await;
+    assert_eq!(closed, a_id);
+    assert!(matches!(
+        b.send(&a_id, "gone?".into()).await,
+        Err(ghostmesh::mesh::MeshError::Send(_))
+    ));
+
+    within("B stops", b.stop()).await;
+    within("tracker shutdown", tracker.shutdown()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_tracker_warns_and_stop_is_prompt() {
+    // Nothing listens on port 1 of 127.0.0.1: the connect fails at once.
+    let mut mesh = start_mesh("ws://127.0.0.1:1", 3).await;
+    let message = wait_for(&mut mesh, "a tracker warning", |e| match e {
+        MeshEvent::TrackerWarning { url, message } => {
+            assert_eq!(url, "ws://127.0.0.1:1");
+            Some(message)
+        }
+        _ => None,
+    })
+    .await;
+    assert!(message.contains("connect"), "{message}");
+    // No link to an unknown peer: refused at once, not after the request timeout.
+    let unknown = "00".repeat(20);
+    assert!(matches!(
+        mesh.send(&unknown, "hi".into()).await,
+        Err(ghostmesh::mesh::MeshError::Send(_))
+    ));
+    let t = Instant::now();
+    within("stop while backing off", mesh.stop()).await;
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert_eq!(within("end of events", mesh.next_event()).await, None);
+}
