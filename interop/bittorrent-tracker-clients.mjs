@@ -27,7 +27,7 @@ import Client from 'bittorrent-tracker'
 // so it exercises the one-char-per-byte ("binary string") JSON encoding of ids.
 const INFO_HASH = '6798c2890ae4850e42e37a0faabc217c7b9a157e'
 
-// The same ids as the captured fixtures in /work/shared/reference/frames/wt-frames.md:
+// The same ids as the captured fixtures in ../shared/reference/frames/wt-frames.md:
 // an ASCII one, and one with NUL, \n, DEL, '"', '\' and bytes >= 0x80.
 const ROLES = {
   seeder: { peerId: '2d5757303230382d666972737470656572303031', left: 0 }, // "-WW0208-firstpeer001"

@@ -2,7 +2,7 @@
 //
 // Import this module FIRST in every script, before bittorrent-tracker or p2pt: it patches the
 // WebRTC implementation those libraries use (section 3.2 of
-// /work/shared/reference/js-interop.md).
+// ../shared/reference/js-interop.md).
 //
 // Two kinds of processes use it:
 //   - the orchestrator (one per test script): starts the tracker, spawns one child process per
