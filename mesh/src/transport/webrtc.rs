@@ -106,6 +106,10 @@ pub struct WebRtcConfig {
     /// ICE connectivity-check interval; `None` keeps webrtc-rs's 200 ms. Lower values shorten
     /// connection setup a little (measured ~600 ms → ~410 ms at 10 ms on loopback).
     pub ice_check_interval: Option<Duration>,
+    /// Accept browsers' mDNS (`.local`) host candidates. Off by default: webrtc-rs then opens a
+    /// multicast socket per connection, which fails ("No such device") on hosts, containers and
+    /// namespaces without a multicast route. Turn it on for browser peers on a LAN without STUN.
+    pub mdns: bool,
 }
 
 impl Default for WebRtcConfig {
@@ -121,6 +125,7 @@ impl Default for WebRtcConfig {
             gather_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(15),
             ice_check_interval: None,
+            mdns: false,
         }
     }
 }
@@ -398,6 +403,11 @@ async fn build_pc(cfg: &WebRtcConfig, handler: Arc<Handler>) -> Result<PcGuard, 
     if cfg.ice_check_interval.is_some() {
         settings = settings.with_ice_connection_attempts(cfg.ice_check_interval, None);
     }
+    settings = settings.with_multicast_dns_mode(if cfg.mdns {
+        rtc::ice::mdns::MulticastDnsMode::QueryOnly
+    } else {
+        rtc::ice::mdns::MulticastDnsMode::Disabled
+    });
     let runtime: Arc<dyn Runtime> = Arc::new(BufRuntime {
         inner: TokioRuntime,
         socket_buffer_bytes: cfg.socket_buffer_bytes,
