@@ -14,4 +14,4 @@ pub mod signal;
 pub mod transport;
 pub mod wire;
 
-pub use mesh::{Mesh, MeshBuilder, MeshError, MeshEvent};
+pub use mesh::{Mesh, MeshBuilder, MeshError, MeshEvent, MeshHandle};

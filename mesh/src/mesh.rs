@@ -197,8 +197,10 @@ impl MeshBuilder {
         };
         let core = tokio::spawn(core.run());
         Ok(Mesh {
-            peer_id: identity.peer_id.to_hex(),
-            core_tx,
+            handle: MeshHandle {
+                peer_id: identity.peer_id.to_hex(),
+                core_tx,
+            },
             events: events_rx,
             stop: stop_tx,
             trackers,
@@ -207,39 +209,17 @@ impl MeshBuilder {
     }
 }
 
-/// A running GhostMesh/P2PT peer. See the [module docs](self).
-#[derive(Debug)]
-pub struct Mesh {
+/// Sends and responds on behalf of a [`Mesh`]; cheap to clone and usable from any task.
+#[derive(Debug, Clone)]
+pub struct MeshHandle {
     peer_id: PeerId,
     core_tx: mpsc::Sender<CoreMsg>,
-    events: mpsc::Receiver<MeshEvent>,
-    stop: watch::Sender<bool>,
-    trackers: Vec<JoinHandle<()>>,
-    core: Option<JoinHandle<()>>,
 }
 
-impl Mesh {
-    /// A builder for a peer of swarm `identifier` (P2PT's identifier string) on `trackers`.
-    pub fn builder(trackers: Vec<String>, identifier: &str) -> MeshBuilder {
-        MeshBuilder {
-            trackers,
-            identifier: identifier.to_owned(),
-            node: NodeConfig::default(),
-            signal: SignalConfig::default(),
-            webrtc: WebRtcConfig::default(),
-            seed: None,
-            connect_timeout: Duration::from_secs(10),
-        }
-    }
-
+impl MeshHandle {
     /// Our peer id (40 hex digits).
     pub fn peer_id(&self) -> &str {
         &self.peer_id
-    }
-
-    /// The next event; `None` once the mesh is stopped.
-    pub async fn next_event(&mut self) -> Option<MeshEvent> {
-        self.events.recv().await
     }
 
     /// Sends `payload` to `peer` and waits for its response (or the request timeout).
@@ -281,6 +261,63 @@ impl Mesh {
     async fn command(&self, msg: CoreMsg) -> Result<(), MeshError> {
         self.core_tx.send(msg).await.map_err(|_| MeshError::Stopped)
     }
+}
+
+/// A running GhostMesh/P2PT peer. See the [module docs](self).
+#[derive(Debug)]
+pub struct Mesh {
+    handle: MeshHandle,
+    events: mpsc::Receiver<MeshEvent>,
+    stop: watch::Sender<bool>,
+    trackers: Vec<JoinHandle<()>>,
+    core: Option<JoinHandle<()>>,
+}
+
+impl Mesh {
+    /// A builder for a peer of swarm `identifier` (P2PT's identifier string) on `trackers`.
+    pub fn builder(trackers: Vec<String>, identifier: &str) -> MeshBuilder {
+        MeshBuilder {
+            trackers,
+            identifier: identifier.to_owned(),
+            node: NodeConfig::default(),
+            signal: SignalConfig::default(),
+            webrtc: WebRtcConfig::default(),
+            seed: None,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Our peer id (40 hex digits).
+    pub fn peer_id(&self) -> &str {
+        self.handle.peer_id()
+    }
+
+    /// A cloneable handle for sending and responding from other tasks, while one task reads
+    /// [`Mesh::next_event`] (a task awaiting a response cannot read events at the same time).
+    pub fn handle(&self) -> MeshHandle {
+        self.handle.clone()
+    }
+
+    /// The next event; `None` once the mesh is stopped. Read events steadily: while the
+    /// event queue is full the mesh stops processing incoming frames.
+    pub async fn next_event(&mut self) -> Option<MeshEvent> {
+        self.events.recv().await
+    }
+
+    /// Sends `payload` to `peer` and waits for its response (or the request timeout).
+    pub async fn send(&self, peer: &str, payload: Payload) -> Result<Payload, MeshError> {
+        self.handle.send(peer, payload).await
+    }
+
+    /// Sends `payload` to `peer` expecting no response.
+    pub async fn send_no_reply(&self, peer: &str, payload: Payload) -> Result<(), MeshError> {
+        self.handle.send_no_reply(peer, payload).await
+    }
+
+    /// Answers the message `handle` names.
+    pub async fn respond(&self, handle: ResponseHandle, payload: Payload) -> Result<(), MeshError> {
+        self.handle.respond(handle, payload).await
+    }
 
     /// Leaves: sends `stopped` to every connected tracker, closes every link, ends the tasks.
     pub async fn stop(&mut self) {
@@ -296,7 +333,7 @@ impl Mesh {
             }
         }
         let (reply, rx) = oneshot::channel();
-        if self.core_tx.send(CoreMsg::Stop(reply)).await.is_ok() {
+        if self.handle.core_tx.send(CoreMsg::Stop(reply)).await.is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(10), rx).await;
         }
         if let Some(core) = self.core.take() {

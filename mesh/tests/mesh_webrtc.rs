@@ -137,6 +137,19 @@ async fn two_meshes_discover_each_other_and_exchange_messages() {
     assert_eq!(served.1, Payload::Text(expected.clone()));
     assert_eq!(sent.unwrap(), Payload::Text(expected));
 
+    // A handle sends from another task while the mesh itself keeps reading its events.
+    let handle = b.handle();
+    let to = a_id.clone();
+    let from_task = tokio::spawn(async move { handle.send(&to, "from a task".into()).await });
+    let (peer, _) = serve_one(&mut a, |p| {
+        assert_eq!(p, &Payload::from("from a task"));
+        "answered".into()
+    })
+    .await;
+    assert_eq!(peer, b_id);
+    let answer = within("the spawned send", from_task).await.unwrap();
+    assert_eq!(answer.unwrap(), Payload::from("answered"));
+
     // Fire-and-forget arrives as a message.
     a.send_no_reply(&b_id, "no reply".into()).await.unwrap();
     let got = wait_for(&mut b, "fire-and-forget", |e| match e {
