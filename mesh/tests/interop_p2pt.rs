@@ -18,89 +18,13 @@
 //! `tracker/tests/interop_js.rs`).
 
 use std::ffi::OsStr;
-use std::io::{Read, Write};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::Mutex;
-use std::sync::mpsc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-/// The child is killed (with its whole process group) after this long.
-const HARD_TIMEOUT: Duration = Duration::from_secs(90);
+#[path = "../../interop/runner.rs"]
+mod runner;
 
-/// One interop run at a time: each spawns a tracker and two WebRTC peers (2 cores).
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn workspace_root() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-}
-
-fn in_ci() -> bool {
-    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "0" && v != "false")
-}
-
-fn find_in_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-}
-
-fn probe(program: &str, args: &[&str]) -> Result<String, String> {
-    match Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-    {
-        Ok(out) if out.status.success() => {
-            Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-        }
-        Ok(out) => Err(format!(
-            "`{program} {}` failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )),
-        Err(e) => Err(format!("cannot run `{program}`: {e}")),
-    }
-}
-
-/// Everything the script needs that cargo does not build; one line per missing item.
-fn missing_preconditions(root: &Path) -> Vec<String> {
-    let mut missing = Vec::new();
-    if let Err(e) = probe("node", &["--version"]) {
-        missing.push(format!(
-            "node not usable ({e}): install Node.js >= 18 (e.g. `apt-get install nodejs`)"
-        ));
-    }
-    let modules = root.join("interop/node_modules");
-    if !modules.join("bittorrent-tracker").is_dir() || !modules.join("p2pt").is_dir() {
-        missing.push(format!(
-            "{} is missing or incomplete: run `cd interop && npm ci` (needs the npm registry)",
-            modules.display()
-        ));
-    }
-    let unshare = find_in_path("unshare");
-    if unshare.is_none() {
-        missing.push(
-            "`unshare` not found in PATH: install util-linux (`apt-get install util-linux`)".into(),
-        );
-    }
-    if find_in_path("ip").is_none() {
-        missing
-            .push("`ip` not found in PATH: install iproute2 (`apt-get install iproute2`)".into());
-    }
-    if unshare.is_some() {
-        if let Err(e) = probe("unshare", &["-n", "true"]) {
-            missing.push(format!(
-                "cannot create a network namespace ({e}): run the tests as root (or with CAP_SYS_ADMIN)"
-            ));
-        }
-    }
-    missing
-}
+use runner::workspace_root;
 
 /// `<target>/debug` (the profile directory) from this test binary's path
 /// (`<target>/debug/deps/interop_p2pt-<hash>`).
@@ -147,111 +71,22 @@ fn binaries(test: &str) -> (PathBuf, PathBuf) {
     (tracker, chat)
 }
 
-fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut buf = Vec::new();
-        if let Some(mut p) = pipe {
-            let _ = p.read_to_end(&mut buf);
-        }
-        let _ = tx.send(String::from_utf8_lossy(&buf).into_owned());
-    });
-    rx
-}
-
-/// Runs `interop/run.sh interop/rust-p2pt.mjs` with `tracker_cmd` (a path, or `reference`).
+/// Runs `interop/rust-p2pt.mjs` through our tracker binary or the reference tracker.
 fn run_rust_p2pt(test: &str, reference_tracker: bool) {
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let root = workspace_root();
-
-    let missing = missing_preconditions(&root);
-    if !missing.is_empty() {
-        let list = missing
-            .iter()
-            .map(|m| format!("  - {m}"))
-            .collect::<Vec<_>>()
-            .join("\n");
-        if in_ci() {
-            panic!(
-                "{test}: JS interop prerequisites missing (CI is set, so this fails instead of skipping):\n{list}"
-            );
-        }
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n==================== SKIPPED: {test} ====================\n\
-             SKIPPED: {test}: JS interop prerequisites missing:\n{list}\n\
-             SKIPPED: (set CI=1 to turn this skip into a failure)\n\
-             =========================================================\n"
-        );
-        return;
-    }
-
     let (tracker, chat) = binaries(test);
     let tracker_cmd: &OsStr = if reference_tracker {
         OsStr::new("reference")
     } else {
         tracker.as_os_str()
     };
-    let started = Instant::now();
-    let mut child = Command::new(root.join("interop/run.sh"))
-        .arg("interop/rust-p2pt.mjs")
-        .current_dir(&root)
-        .env("TRACKER_CMD", tracker_cmd)
-        .env("RUST_PEER_CMD", &chat)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .unwrap_or_else(|e| panic!("{test}: cannot start interop/run.sh: {e}"));
-    let pgid = child.id();
-    let stdout = drain(child.stdout.take());
-    let stderr = drain(child.stderr.take());
-
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) => {}
-            Err(e) => panic!("{test}: waiting for interop/run.sh: {e}"),
-        }
-        if started.elapsed() >= HARD_TIMEOUT {
-            let _ = Command::new("kill")
-                .args([
-                    OsStr::new("-KILL"),
-                    OsStr::new("--"),
-                    OsStr::new(&format!("-{pgid}")),
-                ])
-                .status();
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        thread::sleep(Duration::from_millis(50));
-    };
-
-    let out = stdout
-        .recv_timeout(Duration::from_secs(10))
-        .unwrap_or_else(|_| "<stdout still open>".into());
-    let err = stderr
-        .recv_timeout(Duration::from_secs(10))
-        .unwrap_or_else(|_| "<stderr still open>".into());
-    let report = format!(
-        "command: TRACKER_CMD={} RUST_PEER_CMD={} interop/run.sh interop/rust-p2pt.mjs  (cwd {})\n\
-         --- stdout ---\n{out}\n--- stderr ---\n{err}",
-        tracker_cmd.to_string_lossy(),
-        chat.display(),
-        root.display()
+    runner::run_script(
+        test,
+        "rust-p2pt.mjs",
+        &[
+            ("TRACKER_CMD", tracker_cmd),
+            ("RUST_PEER_CMD", chat.as_os_str()),
+        ],
     );
-    match status {
-        None => panic!("{test}: killed after {HARD_TIMEOUT:?} (hard timeout)\n{report}"),
-        Some(s) if !s.success() => panic!(
-            "{test}: interop script failed ({s}) after {:?}\n{report}",
-            started.elapsed()
-        ),
-        Some(_) => println!("{test}: passed in {:?}\n{out}", started.elapsed()),
-    }
 }
 
 /// Rust and P2PT meet through the `ghostmesh-tracker` binary.
