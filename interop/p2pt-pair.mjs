@@ -15,9 +15,9 @@
 
 import { createHash } from 'node:crypto'
 import {
-  rtcConfig, runOrchestrator, childRole, childMain, childFail, report, check, checkEqual, withTimeout
+  runOrchestrator, childRole, childFail, checkEqual
 } from './lib/common.mjs' // first: installs the WebRTC end-of-candidates patch
-import P2PT from 'p2pt'
+import { runP2ptChild } from './lib/p2pt-child.mjs'
 
 // P2PT's info_hash is SHA-1 of the identifier (UTF-8); its peer ids are 20 random bytes.
 const IDENTIFIER = 'ghostmesh-interop p2pt pair \u2713'
@@ -25,65 +25,6 @@ const INFO_HASH = createHash('sha1').update(IDENTIFIER, 'utf8').digest('hex')
 
 // ---------------------------------------------------------------------------------------------
 // Child: one P2PT instance, driven by commands from the orchestrator.
-
-async function runChild (role) {
-  const url = process.env.INTEROP_TRACKER_URL
-  const p2pt = new P2PT([url], IDENTIFIER)
-  // No constructor option for this: no ICE servers, libdatachannel bound to 127.0.0.1.
-  p2pt._rtcConfig = rtcConfig
-  let teardown = false
-  const peers = new Map() // peer id (hex) -> simple-peer
-
-  // 'trackerconnect' = an announce response (P2PT's name for the client's 'update').
-  p2pt.on('trackerconnect', (tracker, stats) => report('trackerconnect', { connected: stats.connected }))
-  // Tracker failure reasons, frames without `action`, socket errors, failed offers all arrive
-  // here (P2PT re-emits the tracker client's 'warning' as 'trackerwarning').
-  p2pt.on('trackerwarning', err => childFail(`${role} P2PT emitted 'trackerwarning'`, err))
-  p2pt.on('error', err => childFail(`${role} P2PT emitted 'error'`, err))
-
-  p2pt.on('peerconnect', peer => {
-    peers.set(peer.id, peer)
-    report('peerconnect', { peerId: peer.id, count: peers.size })
-  })
-  p2pt.on('peerclose', peer => {
-    if (!teardown) childFail(`${role} peer connection`, `peer ${peer.id} closed before teardown`)
-  })
-
-  // An incoming message (not a response to ours): report it and respond. The response is sent
-  // with the message's id, so P2PT on the other side resolves that send() promise with it.
-  p2pt.on('msg', (peer, msg) => {
-    report('msg', { from: peer.id, msg })
-    // respond() returns a promise for a response-to-the-response, which never comes: not awaited.
-    peer.respond({ re: msg.n, from: role, text: `${role} got ${JSON.stringify(msg.text)}` })
-  })
-
-  childMain(role, {
-    async onCommand ({ cmd, to, msg }) {
-      switch (cmd) {
-        case 'start': p2pt.start(); break
-        case 'send': {
-          const peer = peers.get(to)
-          check(peer, `${role} send`, `no connected peer ${to}`)
-          const [, response] = await withTimeout(p2pt.send(peer, msg), `${role} send(): response from ${to}`)
-          report('response', { from: to, response })
-          break
-        }
-        case 'teardown':
-          teardown = true
-          report('teardown-ok', { peers: peers.size })
-          break
-        default: throw new Error(`unknown command ${cmd}`)
-      }
-    },
-    async onExit () {
-      teardown = true
-      p2pt.destroy()
-    }
-  })
-
-  await p2pt.infoHash // setIdentifier() hashes asynchronously
-  report('ready', { peerId: p2pt._peerId, infoHash: await p2pt.infoHash })
-}
 
 // ---------------------------------------------------------------------------------------------
 // Orchestrator.
@@ -147,5 +88,8 @@ async function orchestrate (ctx) {
 }
 
 const role = childRole()
-if (role) runChild(role).catch(err => childFail(`${role} setup`, err))
+if (role) {
+  const reply = (msg, role) => ({ re: msg.n, from: role, text: `${role} got ${JSON.stringify(msg.text)}` })
+  runP2ptChild(role, IDENTIFIER, reply).catch(err => childFail(`${role} setup`, err))
+}
 else runOrchestrator('p2pt-pair', new URL(import.meta.url).pathname, orchestrate)

@@ -28,10 +28,9 @@ import { createInterface } from 'node:readline'
 import { createHash } from 'node:crypto'
 import { isDeepStrictEqual } from 'node:util'
 import {
-  rtcConfig, runOrchestrator, childRole, childMain, childFail, report, check, checkEqual,
-  withTimeout, StepError, STEP_TIMEOUT_MS
+  runOrchestrator, childRole, childFail, check, checkEqual, withTimeout, StepError, STEP_TIMEOUT_MS
 } from './lib/common.mjs' // first: installs the WebRTC patches
-import P2PT from 'p2pt'
+import { runP2ptChild } from './lib/p2pt-child.mjs'
 
 const IDENTIFIER = 'ghostmesh-interop rust+p2pt \u2713'
 const INFO_HASH = createHash('sha1').update(IDENTIFIER, 'utf8').digest('hex')
@@ -62,55 +61,6 @@ function checkSameValue (actual, expected, step, what) {
 
 // ---------------------------------------------------------------------------------------------
 // Child: one P2PT instance (as in p2pt-pair.mjs), answering every message with itself.
-
-async function runChild (role) {
-  const url = process.env.INTEROP_TRACKER_URL
-  const p2pt = new P2PT([url], IDENTIFIER)
-  p2pt._rtcConfig = rtcConfig
-  let teardown = false
-  const peers = new Map()
-
-  p2pt.on('trackerconnect', (tracker, stats) => report('trackerconnect', { connected: stats.connected }))
-  p2pt.on('trackerwarning', err => childFail(`${role} P2PT emitted 'trackerwarning'`, err))
-  p2pt.on('error', err => childFail(`${role} P2PT emitted 'error'`, err))
-  p2pt.on('peerconnect', peer => {
-    peers.set(peer.id, peer)
-    report('peerconnect', { peerId: peer.id, count: peers.size })
-  })
-  p2pt.on('peerclose', peer => {
-    if (!teardown) childFail(`${role} peer connection`, `peer ${peer.id} closed before teardown`)
-  })
-  p2pt.on('msg', (peer, msg) => {
-    report('msg', { from: peer.id, msg })
-    peer.respond(msg) // echo; the promise for a response-to-the-response is not awaited
-  })
-
-  childMain(role, {
-    async onCommand ({ cmd, to, msg }) {
-      switch (cmd) {
-        case 'start': p2pt.start(); break
-        case 'send': {
-          const peer = peers.get(to)
-          check(peer, `${role} send`, `no connected peer ${to}`)
-          const [, response] = await withTimeout(p2pt.send(peer, msg), `${role} send(): response from ${to}`)
-          report('response', { from: to, response })
-          break
-        }
-        case 'teardown':
-          teardown = true
-          report('teardown-ok', { peers: peers.size })
-          break
-        default: throw new Error(`unknown command ${cmd}`)
-      }
-    },
-    async onExit () {
-      teardown = true
-      p2pt.destroy()
-    }
-  })
-
-  report('ready', { peerId: p2pt._peerId, infoHash: await p2pt.infoHash })
-}
 
 // ---------------------------------------------------------------------------------------------
 // The Rust peer: `RUST_PEER_CMD --json ...`, one JSON event per stdout line, commands on stdin.
@@ -302,5 +252,6 @@ async function orchestrate (ctx) {
 }
 
 const role = childRole()
-if (role) runChild(role).catch(err => childFail(`${role} setup`, err))
+// The P2PT child echoes every message back as its response.
+if (role) runP2ptChild(role, IDENTIFIER, msg => msg).catch(err => childFail(`${role} setup`, err))
 else runOrchestrator('rust-p2pt', new URL(import.meta.url).pathname, orchestrate)
