@@ -7,18 +7,10 @@ use std::time::{Duration, Instant};
 use ghostmesh::mesh::{Mesh, MeshEvent};
 use ghostmesh::transport::webrtc::WebRtcConfig;
 use ghostmesh::wire::Payload;
-use ghostmesh_tracker::{Config, Tracker};
 use serde_json::json;
 
-/// Every wait in this test is bounded by this.
-const WAIT: Duration = Duration::from_secs(30);
-
-async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
-    match tokio::time::timeout(WAIT, fut).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out: {what}"),
-    }
-}
+mod support;
+use support::{connected, serve_one, start_tracker, wait_for, within};
 
 async fn start_mesh(url: &str, seed: u64) -> Mesh {
     Mesh::builder(vec![url.to_owned()], "mesh-webrtc-test")
@@ -30,51 +22,9 @@ async fn start_mesh(url: &str, seed: u64) -> Mesh {
         .unwrap()
 }
 
-/// Waits for the first event `pick` accepts, skipping others.
-async fn wait_for<T>(
-    mesh: &mut Mesh,
-    what: &str,
-    mut pick: impl FnMut(MeshEvent) -> Option<T>,
-) -> T {
-    within(what, async {
-        loop {
-            match mesh.next_event().await {
-                Some(event) => {
-                    if let Some(v) = pick(event) {
-                        return v;
-                    }
-                }
-                None => panic!("event stream ended while waiting for {what}"),
-            }
-        }
-    })
-    .await
-}
-
-/// Answers the next message with `reply(payload)` and returns what was received.
-async fn serve_one(mesh: &mut Mesh, reply: impl FnOnce(&Payload) -> Payload) -> (String, Payload) {
-    let (peer, payload, handle) = wait_for(mesh, "a message", |e| match e {
-        MeshEvent::Message {
-            peer,
-            payload,
-            handle,
-        } => Some((peer, payload, handle)),
-        _ => None,
-    })
-    .await;
-    let answer = reply(&payload);
-    mesh.respond(handle, answer).await.unwrap();
-    (peer, payload)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_meshes_discover_each_other_and_exchange_messages() {
-    let tracker = Tracker::start(Config {
-        listen: "127.0.0.1:0".into(),
-        ..Config::default()
-    })
-    .await
-    .unwrap();
+    let tracker = start_tracker("127.0.0.1:0").await;
     let url = tracker.ws_url();
 
     let t0 = Instant::now();
@@ -83,17 +33,6 @@ async fn two_meshes_discover_each_other_and_exchange_messages() {
     let (a_id, b_id) = (a.peer_id().to_owned(), b.peer_id().to_owned());
     assert_ne!(a_id, b_id);
 
-    let connected = |me: &str| {
-        let me = me.to_owned();
-        move |e: MeshEvent| match e {
-            MeshEvent::PeerConnected(p) => Some(p),
-            MeshEvent::TrackerWarning { message, .. } => {
-                eprintln!("{me}: tracker warning: {message}");
-                None
-            }
-            _ => None,
-        }
-    };
     let seen_by_a = wait_for(&mut a, "A: PeerConnected", connected("A")).await;
     assert_eq!(seen_by_a, b_id);
     let seen_by_b = wait_for(&mut b, "B: PeerConnected", connected("B")).await;

@@ -99,7 +99,30 @@ pub fn pair(label: &str, cfg: MemoryConfig) -> (MemoryLink, MemoryLink) {
     (end(tx_ab, rx_ba), end(tx_ba, rx_ab))
 }
 
+/// Closes a [`MemoryLink`] from outside (the harness cutting links, a partition); cheap to
+/// clone, and does not keep the link alive.
+#[derive(Debug, Clone)]
+pub struct CloseHandle(Arc<Shared>);
+
+impl CloseHandle {
+    /// Closes both ends, as [`Link::close`] does.
+    pub fn close(&self) {
+        self.0.closed.store(true, Ordering::Release);
+        self.0.notify.notify_waiters();
+    }
+
+    /// Whether either end closed the link.
+    pub fn is_closed(&self) -> bool {
+        self.0.closed.load(Ordering::Acquire)
+    }
+}
+
 impl MemoryLink {
+    /// A handle that closes this link (both ends) from outside.
+    pub fn close_handle(&self) -> CloseHandle {
+        CloseHandle(self.shared.clone())
+    }
+
     fn is_closed(&self) -> bool {
         self.shared.closed.load(Ordering::Acquire)
     }
@@ -176,10 +199,7 @@ impl Link for MemoryLink {
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            self.shared.closed.store(true, Ordering::Release);
-            self.shared.notify.notify_waiters();
-        })
+        Box::pin(async move { self.close_handle().close() })
     }
 
     fn label(&self) -> &str {

@@ -1,6 +1,7 @@
 //! Links: one bidirectional, reliable, ordered message channel to one remote peer, as the node
 //! core sees it. Transports make links: [`memory`] (in-process, with settable latency and
-//! bandwidth, for tests and the harness) and `webrtc` (webrtc-rs data channels).
+//! bandwidth, for tests and the harness) and `webrtc` (webrtc-rs data channels); a
+//! [`connector`] makes them from tracker-relayed offers and answers.
 //!
 //! A link carries whole messages (WebRTC data-channel messages), not a byte stream. `send`
 //! waits when the transport's buffer is full: that is the backpressure the shell relies on,
@@ -9,6 +10,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
+pub mod connector;
 pub mod memory;
 pub mod webrtc;
 

@@ -1,0 +1,383 @@
+//! The core task: one [`Node`] over every link, fed by commands (from [`MeshHandle`]s) and
+//! network input (from link readers and tracker tasks), emitting [`MeshEvent`]s through a
+//! bounded backlog.
+//!
+//! [`MeshHandle`]: super::MeshHandle
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::{EVENT_BACKLOG, Limits, MeshError, MeshEvent, PeerId, ResponseHandle};
+use crate::node::{Event, Node, RequestId};
+use crate::transport::{Frame, Link, LinkError};
+use crate::wire::Payload;
+
+/// What [`MeshHandle`](super::MeshHandle)s ask of the core.
+pub(crate) enum CoreMsg {
+    Send {
+        peer: PeerId,
+        payload: Payload,
+        reply: oneshot::Sender<Result<Payload, MeshError>>,
+    },
+    SendNoReply {
+        peer: PeerId,
+        payload: Payload,
+        reply: oneshot::Sender<Result<(), MeshError>>,
+    },
+    Respond {
+        handle: ResponseHandle,
+        payload: Payload,
+        reply: oneshot::Sender<Result<(), MeshError>>,
+    },
+    Peers(oneshot::Sender<Vec<PeerId>>),
+    Stop(oneshot::Sender<()>),
+}
+
+/// What links and tracker tasks tell the core.
+pub(crate) enum NetMsg {
+    NewLink(PeerId, Box<dyn Link>),
+    Frame(PeerId, Frame),
+    LinkClosed(PeerId, u64),
+    /// A link's writer emptied its queue: move more frames.
+    Drained,
+    /// An event from a tracker task, passed on in order with the others.
+    Event(MeshEvent),
+}
+
+impl fmt::Debug for CoreMsg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CoreMsg")
+    }
+}
+
+/// Why the core loop woke up.
+enum Wake {
+    Command(Option<CoreMsg>),
+    Room(Option<mpsc::OwnedPermit<MeshEvent>>),
+    Net(Option<NetMsg>),
+    Timer,
+}
+
+/// Frames handed to one link's writer task and not yet written.
+const WRITER_QUEUE: usize = 16;
+
+struct LinkEntry {
+    id: u64,
+    link: Arc<dyn Link>,
+    writer: mpsc::Sender<String>,
+    tasks: [JoinHandle<()>; 2],
+}
+
+pub(crate) struct Core {
+    node: Node<PeerId>,
+    rng: StdRng,
+    cmd_rx: mpsc::Receiver<CoreMsg>,
+    net_rx: mpsc::Receiver<NetMsg>,
+    net_tx: mpsc::Sender<NetMsg>,
+    events: mpsc::Sender<MeshEvent>,
+    /// Events not yet taken by the application's queue; reading frames pauses while this
+    /// holds [`EVENT_BACKLOG`] (one frame adds only a few).
+    backlog: VecDeque<MeshEvent>,
+    peers: HashMap<PeerId, Vec<LinkEntry>>,
+    next_link: u64,
+    pending: HashMap<RequestId, oneshot::Sender<Result<Payload, MeshError>>>,
+    limits: Limits,
+}
+
+impl Core {
+    pub(crate) fn new(
+        node: Node<PeerId>,
+        rng: StdRng,
+        cmd_rx: mpsc::Receiver<CoreMsg>,
+        net_rx: mpsc::Receiver<NetMsg>,
+        net_tx: mpsc::Sender<NetMsg>,
+        events: mpsc::Sender<MeshEvent>,
+        limits: Limits,
+    ) -> Self {
+        Core {
+            node,
+            rng,
+            cmd_rx,
+            net_rx,
+            net_tx,
+            events,
+            backlog: VecDeque::new(),
+            peers: HashMap::new(),
+            next_link: 0,
+            pending: HashMap::new(),
+            limits,
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        loop {
+            self.flush();
+            self.collect_events();
+            // Hand over what fits without waiting.
+            while let Some(event) = self.backlog.pop_front() {
+                match self.events.try_send(event) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(event)) => {
+                        self.backlog.push_front(event);
+                        break;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+                }
+            }
+            let reading = self.backlog.len() < EVENT_BACKLOG;
+            let deadline = self.node.poll_timeout();
+            let wake = tokio::select! {
+                biased;
+                cmd = self.cmd_rx.recv() => Wake::Command(cmd),
+                permit = self.events.clone().reserve_owned(), if !self.backlog.is_empty() => {
+                    Wake::Room(permit.ok())
+                }
+                // The core holds a sender itself, so this never yields `None`.
+                msg = self.net_rx.recv(), if reading => Wake::Net(msg),
+                () = sleep_until(deadline) => Wake::Timer,
+            };
+            match wake {
+                Wake::Command(None) | Wake::Room(None) => return,
+                Wake::Command(Some(cmd)) => {
+                    if self.command(cmd).await {
+                        return;
+                    }
+                }
+                Wake::Room(Some(permit)) => {
+                    if let Some(event) = self.backlog.pop_front() {
+                        permit.send(event);
+                    }
+                }
+                Wake::Net(msg) => {
+                    if let Some(msg) = msg {
+                        self.net(msg);
+                    }
+                }
+                Wake::Timer => self.node.tick(Instant::now()),
+            }
+        }
+    }
+
+    /// Handles one command; `true` when the core must end.
+    async fn command(&mut self, cmd: CoreMsg) -> bool {
+        let now = Instant::now();
+        match cmd {
+            CoreMsg::Send {
+                peer,
+                payload,
+                reply,
+            } => match self.node.send(now, &peer, payload, &mut self.rng) {
+                Ok(request) => {
+                    self.pending.insert(request, reply);
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(MeshError::Send(e)));
+                }
+            },
+            CoreMsg::SendNoReply {
+                peer,
+                payload,
+                reply,
+            } => {
+                let result = self.node.send_no_reply(now, &peer, payload, &mut self.rng);
+                let _ = reply.send(result.map(|_| ()).map_err(MeshError::Send));
+            }
+            CoreMsg::Respond {
+                handle,
+                payload,
+                reply,
+            } => {
+                let result = self.node.respond(now, &handle, payload);
+                let _ = reply.send(result.map_err(MeshError::Send));
+            }
+            CoreMsg::Peers(reply) => {
+                let mut peers: Vec<PeerId> = self.peers.keys().cloned().collect();
+                peers.sort();
+                let _ = reply.send(peers);
+            }
+            CoreMsg::Stop(reply) => {
+                self.flush();
+                for (_, links) in self.peers.drain() {
+                    for entry in links {
+                        let _ =
+                            tokio::time::timeout(Duration::from_secs(2), entry.link.close()).await;
+                        for task in entry.tasks {
+                            task.abort();
+                        }
+                    }
+                }
+                for (_, reply) in self.pending.drain() {
+                    let _ = reply.send(Err(MeshError::Stopped));
+                }
+                let _ = reply.send(());
+                return true;
+            }
+        }
+        false
+    }
+
+    fn net(&mut self, msg: NetMsg) {
+        let now = Instant::now();
+        match msg {
+            NetMsg::NewLink(peer, link) => self.add_link(peer, link),
+            NetMsg::Frame(peer, Frame::Text(text)) => self.node.frame(now, &peer, &text),
+            NetMsg::Frame(peer, Frame::Binary(data)) => self.node.frame_bytes(now, &peer, &data),
+            NetMsg::LinkClosed(peer, id) => self.remove_link(&peer, id),
+            NetMsg::Drained => {}
+            NetMsg::Event(event) => self.backlog.push_back(event),
+        }
+    }
+
+    /// Moves queued frames to the writer of each peer's oldest link while it has room.
+    fn flush(&mut self) {
+        for (peer, links) in &self.peers {
+            let Some(first) = links.first() else { continue };
+            while first.writer.capacity() > 0 {
+                let Some(frame) = self.node.poll_transmit_to(peer) else {
+                    break;
+                };
+                if first.writer.try_send(frame).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Routes node events: responses to their waiting callers, the rest to the backlog.
+    fn collect_events(&mut self) {
+        while let Some(event) = self.node.poll_event() {
+            let out = match event {
+                Event::Message {
+                    peer,
+                    handle,
+                    payload,
+                } => MeshEvent::Message {
+                    peer,
+                    payload,
+                    handle,
+                },
+                Event::Response {
+                    request, payload, ..
+                } => {
+                    if let Some(reply) = self.pending.remove(&request) {
+                        let _ = reply.send(Ok(payload));
+                    }
+                    continue;
+                }
+                Event::Timeout { request, .. } => {
+                    if let Some(reply) = self.pending.remove(&request) {
+                        let _ = reply.send(Err(MeshError::Timeout));
+                    }
+                    continue;
+                }
+                Event::PeerFailed { request, .. } => {
+                    if let Some(reply) = self.pending.remove(&request) {
+                        let _ = reply.send(Err(MeshError::PeerClosed));
+                    }
+                    continue;
+                }
+                Event::Raw { peer, data } => MeshEvent::Raw { peer, data },
+                Event::ProtocolError { peer, error } => MeshEvent::PeerWarning {
+                    peer,
+                    message: format!("protocol error: {error}"),
+                },
+            };
+            self.backlog.push_back(out);
+        }
+    }
+
+    fn refuse(&mut self, peer: PeerId, link: Arc<dyn Link>, why: String) {
+        tokio::spawn(async move { link.close().await });
+        self.backlog.push_back(MeshEvent::PeerWarning { peer, message: why });
+    }
+
+    fn add_link(&mut self, peer: PeerId, link: Box<dyn Link>) {
+        let link: Arc<dyn Link> = Arc::from(link);
+        let known = self.peers.get(&peer).map_or(0, Vec::len);
+        if known == 0 && self.peers.len() >= self.limits.max_peers {
+            let why = format!("link refused: already {} peers (max_peers)", self.peers.len());
+            return self.refuse(peer, link, why);
+        }
+        if known >= self.limits.max_links_per_peer {
+            let why = format!("link refused: already {known} links to this peer (max_links_per_peer)");
+            return self.refuse(peer, link, why);
+        }
+        let id = self.next_link;
+        self.next_link += 1;
+        let reader = {
+            let (link, tx, peer) = (link.clone(), self.net_tx.clone(), peer.clone());
+            tokio::spawn(async move {
+                while let Some(frame) = link.recv().await {
+                    if tx.send(NetMsg::Frame(peer.clone(), frame)).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = tx.send(NetMsg::LinkClosed(peer, id)).await;
+            })
+        };
+        let (writer, mut frames) = mpsc::channel::<String>(WRITER_QUEUE);
+        let writer_task = {
+            let (link, tx) = (link.clone(), self.net_tx.clone());
+            tokio::spawn(async move {
+                while let Some(frame) = frames.recv().await {
+                    match link.send(Frame::Text(frame)).await {
+                        Ok(()) => {}
+                        // One frame over the link's byte limit (a heavily escaped chunk): drop
+                        // it, keep the link; that message never completes and its request
+                        // times out.
+                        Err(LinkError::TooLarge { .. }) => {}
+                        Err(_) => {
+                            // The reader sees the close and reports it.
+                            link.close().await;
+                            return;
+                        }
+                    }
+                    if frames.is_empty() && tx.send(NetMsg::Drained).await.is_err() {
+                        return;
+                    }
+                }
+            })
+        };
+        let links = self.peers.entry(peer.clone()).or_default();
+        links.push(LinkEntry {
+            id,
+            link,
+            writer,
+            tasks: [reader, writer_task],
+        });
+        if known == 0 {
+            self.node.link_up(peer.clone());
+            self.backlog.push_back(MeshEvent::PeerConnected(peer));
+        }
+    }
+
+    fn remove_link(&mut self, peer: &PeerId, id: u64) {
+        let Some(links) = self.peers.get_mut(peer) else {
+            return;
+        };
+        if let Some(pos) = links.iter().position(|l| l.id == id) {
+            let entry = links.remove(pos);
+            for task in entry.tasks {
+                task.abort();
+            }
+        }
+        if links.is_empty() {
+            self.peers.remove(peer);
+            self.node.link_down(peer);
+            self.backlog.push_back(MeshEvent::PeerClosed(peer.clone()));
+        }
+    }
+}
+
+pub(crate) async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}
