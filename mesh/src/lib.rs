@@ -5,9 +5,12 @@
 //! - [`node`]: one peer's message layer: send, respond, responses, timeouts, bounds (sans-IO);
 //! - [`signal`]: the tracker client: announces, relayed offers and answers, reconnect backoff
 //!   (sans-IO);
-//! - [`transport`]: links: in-memory, and WebRTC data channels (webrtc-rs).
+//! - [`transport`]: links: in-memory, and WebRTC data channels (webrtc-rs), and the connectors
+//!   that make them from signals;
+//! - [`file`]: file transfer, GhostMesh-compatible, with a binary fast path between Rust peers.
 #![warn(missing_docs)]
 
+pub mod file;
 pub mod mesh;
 pub mod node;
 pub mod signal;

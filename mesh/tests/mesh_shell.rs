@@ -6,20 +6,17 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
 use ghostmesh::mesh::{Mesh, MeshBuilder, MeshEvent};
-use ghostmesh::signal::{Id20, SignalConfig, info_hash_of};
+use ghostmesh::signal::SignalConfig;
 use ghostmesh::transport::connector::MemoryNetwork;
 use ghostmesh::transport::memory::MemoryConfig;
-use ghostmesh::transport::{Frame, Link};
+use ghostmesh::transport::Frame;
 use ghostmesh::wire::Payload;
 use ghostmesh_tracker::{Config, Tracker};
-use rand::SeedableRng;
 use serde_json::json;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 mod support;
-use support::{connected, serve_one, start_tracker, wait_for, within};
+use support::{connected, next_text, raw_peer, serve_one, start_tracker, wait_for, within};
 
 const SWARM: &str = "mesh-shell-test";
 
@@ -310,44 +307,6 @@ async fn bad_tracker_urls_are_configuration_errors() {
     assert!(err.to_string().contains("no tracker"), "{err}");
 }
 
-/// A raw peer: announces one memory offer over its own WebSocket, and returns the link the
-/// mesh's answer opens.
-async fn raw_peer(url: &str, net: &MemoryNetwork) -> Box<dyn Link> {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(99);
-    let (offer, pending) = net.connector("raw").offer("rawlabel".into()).await.unwrap();
-    let offer: serde_json::Value = serde_json::from_str(&offer).unwrap();
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    let offer_id = Id20::random(&mut rng);
-    let announce = format!(
-        r#"{{"action":"announce","info_hash":{},"peer_id":{},"numwant":1,"uploaded":0,"downloaded":0,"left":0,"event":"started","offers":[{{"offer_id":{},"offer":{}}}]}}"#,
-        info_hash_of(SWARM).to_json(),
-        Id20::random(&mut rng).to_json(),
-        offer_id.to_json(),
-        offer,
-    );
-    ws.send(WsMessage::Text(announce.into())).await.unwrap();
-    let answer = within("the mesh's answer", async {
-        loop {
-            let Some(Ok(WsMessage::Text(text))) = ws.next().await else {
-                panic!("tracker socket ended")
-            };
-            let v: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
-            if let Some(answer) = v.get("answer") {
-                return answer.to_string();
-            }
-        }
-    })
-    .await;
-    pending.accept(answer).await.unwrap()
-}
-
-async fn next_text(link: &dyn Link) -> String {
-    match within("a frame", link.recv()).await {
-        Some(Frame::Text(t)) => t,
-        other => panic!("expected a text frame, got {other:?}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hostile_raw_peer_gets_warnings_not_a_broken_mesh() {
     let tracker = start_tracker("127.0.0.1:0").await;
@@ -358,7 +317,7 @@ async fn a_hostile_raw_peer_gets_warnings_not_a_broken_mesh() {
         matches!(e, MeshEvent::TrackerConnected { .. }).then_some(())
     })
     .await;
-    let raw = raw_peer(&urls[0], &net).await;
+    let raw = raw_peer(&urls[0], &net, SWARM).await;
     let raw_id = wait_for(&mut a, "A meets the raw peer", connected("A")).await;
 
     // Malformed envelopes: warnings, the link stays.

@@ -14,6 +14,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::{EVENT_BACKLOG, Limits, MeshError, MeshEvent, PeerId, ResponseHandle};
+use crate::file::packet::{is_fast, is_file_packet};
+use crate::file::session::{Direction, Info, RandomAccess, State};
+use crate::file::transfers::{FileMsg, Transfers};
+use crate::file::{FileError, FileSession, FileStatus, RangeSet, transfer_id};
 use crate::node::{Event, Node, RequestId};
 use crate::transport::{Frame, Link, LinkError};
 use crate::wire::Payload;
@@ -36,7 +40,31 @@ pub(crate) enum CoreMsg {
         reply: oneshot::Sender<Result<(), MeshError>>,
     },
     Peers(oneshot::Sender<Vec<PeerId>>),
+    SendFile {
+        peer: PeerId,
+        request: OutgoingFile,
+        reply: oneshot::Sender<Result<NewOutgoing, MeshError>>,
+    },
+    FileStats(oneshot::Sender<crate::file::FileStats>),
     Stop(oneshot::Sender<()>),
+}
+
+/// An outgoing file, as the handle resolved it.
+pub(crate) struct OutgoingFile {
+    pub(crate) name: Option<String>,
+    pub(crate) mime_type: String,
+    pub(crate) size: u64,
+    pub(crate) chunk_size: u64,
+    pub(crate) metadata: Option<serde_json::Value>,
+    pub(crate) source: Option<RandomAccess>,
+}
+
+/// What the handle needs to start the sender task.
+pub(crate) struct NewOutgoing {
+    pub(crate) session: FileSession,
+    pub(crate) seed: u64,
+    pub(crate) tx: mpsc::Sender<FileMsg>,
+    pub(crate) fast_frame_bytes: u64,
 }
 
 /// What links and tracker tasks tell the core.
@@ -61,6 +89,7 @@ enum Wake {
     Command(Option<CoreMsg>),
     Room(Option<mpsc::OwnedPermit<MeshEvent>>),
     Net(Option<NetMsg>),
+    File(Option<FileMsg>),
     Timer,
 }
 
@@ -70,8 +99,17 @@ const WRITER_QUEUE: usize = 16;
 struct LinkEntry {
     id: u64,
     link: Arc<dyn Link>,
-    writer: mpsc::Sender<String>,
+    writer: mpsc::Sender<Frame>,
     tasks: [JoinHandle<()>; 2],
+}
+
+/// The core's channels: commands in, network input in (and a sender for link tasks), events
+/// out.
+pub(crate) struct Channels {
+    pub(crate) cmd_rx: mpsc::Receiver<CoreMsg>,
+    pub(crate) net_rx: mpsc::Receiver<NetMsg>,
+    pub(crate) net_tx: mpsc::Sender<NetMsg>,
+    pub(crate) events: mpsc::Sender<MeshEvent>,
 }
 
 pub(crate) struct Core {
@@ -88,25 +126,29 @@ pub(crate) struct Core {
     next_link: u64,
     pending: HashMap<RequestId, oneshot::Sender<Result<Payload, MeshError>>>,
     limits: Limits,
+    transfers: Transfers,
+    file_rx: mpsc::Receiver<FileMsg>,
 }
 
 impl Core {
     pub(crate) fn new(
         node: Node<PeerId>,
-        rng: StdRng,
-        cmd_rx: mpsc::Receiver<CoreMsg>,
-        net_rx: mpsc::Receiver<NetMsg>,
-        net_tx: mpsc::Sender<NetMsg>,
-        events: mpsc::Sender<MeshEvent>,
+        mut rng: StdRng,
+        channels: Channels,
         limits: Limits,
+        files: crate::file::FileConfig,
     ) -> Self {
+        let (file_tx, file_rx) = mpsc::channel(256);
+        let transfers = Transfers::new(files, file_tx, rand::Rng::next_u64(&mut rng));
         Core {
+            transfers,
+            file_rx,
             node,
             rng,
-            cmd_rx,
-            net_rx,
-            net_tx,
-            events,
+            cmd_rx: channels.cmd_rx,
+            net_rx: channels.net_rx,
+            net_tx: channels.net_tx,
+            events: channels.events,
             backlog: VecDeque::new(),
             peers: HashMap::new(),
             next_link: 0,
@@ -117,8 +159,9 @@ impl Core {
 
     pub(crate) async fn run(mut self) {
         loop {
-            self.flush();
+            // Events first: handling them may queue frames (file acks, cancels).
             self.collect_events();
+            self.flush();
             // Hand over what fits without waiting.
             while let Some(event) = self.backlog.pop_front() {
                 match self.events.try_send(event) {
@@ -131,7 +174,10 @@ impl Core {
                 }
             }
             let reading = self.backlog.len() < EVENT_BACKLOG;
-            let deadline = self.node.poll_timeout();
+            let deadline = match (self.node.poll_timeout(), self.transfers.poll_timeout()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let wake = tokio::select! {
                 biased;
                 cmd = self.cmd_rx.recv() => Wake::Command(cmd),
@@ -140,6 +186,7 @@ impl Core {
                 }
                 // The core holds a sender itself, so this never yields `None`.
                 msg = self.net_rx.recv(), if reading => Wake::Net(msg),
+                msg = self.file_rx.recv() => Wake::File(msg),
                 () = sleep_until(deadline) => Wake::Timer,
             };
             match wake {
@@ -159,7 +206,16 @@ impl Core {
                         self.net(msg);
                     }
                 }
-                Wake::Timer => self.node.tick(Instant::now()),
+                Wake::File(msg) => {
+                    if let Some(msg) = msg {
+                        self.file_msg(msg);
+                    }
+                }
+                Wake::Timer => {
+                    let now = Instant::now();
+                    self.node.tick(now);
+                    self.transfers.tick(now);
+                }
             }
         }
     }
@@ -201,7 +257,18 @@ impl Core {
                 peers.sort();
                 let _ = reply.send(peers);
             }
+            CoreMsg::SendFile {
+                peer,
+                request,
+                reply,
+            } => {
+                let _ = reply.send(self.new_outgoing(peer, request));
+            }
+            CoreMsg::FileStats(reply) => {
+                let _ = reply.send(self.transfers.stats());
+            }
             CoreMsg::Stop(reply) => {
+                self.transfers.shutdown();
                 self.flush();
                 for (_, links) in self.peers.drain() {
                     for entry in links {
@@ -222,9 +289,73 @@ impl Core {
         false
     }
 
+    fn new_outgoing(&mut self, peer: PeerId, req: OutgoingFile) -> Result<NewOutgoing, MeshError> {
+        if !self.peers.contains_key(&peer) {
+            return Err(MeshError::Send(crate::node::SendError::NoLink));
+        }
+        let cfg = self.transfers.config().clone();
+        if self.transfers.outgoing_count() >= cfg.max_outgoing {
+            let e = format!("already {} outgoing transfers (max_outgoing)", cfg.max_outgoing);
+            return Err(MeshError::File(FileError::Limit(e)));
+        }
+        let id = transfer_id(&mut self.rng);
+        let info = Info {
+            name: req.name.unwrap_or_else(|| format!("ghostmesh-{id}")),
+            transfer_id: id,
+            mime_type: req.mime_type,
+            size: req.size,
+            chunk_size: req.chunk_size,
+            total_chunks: crate::file::packet::total_chunks(req.size, req.chunk_size),
+            metadata: req.metadata,
+            peer,
+            direction: Direction::Outgoing,
+        };
+        let state = State {
+            status: FileStatus::Active,
+            bytes: 0,
+            ranges: RangeSet::new(),
+            error: None,
+            file: None,
+            temp: None,
+            fast_window: None,
+            acked: 0,
+            source: req.source,
+            requested: RangeSet::new(),
+        };
+        let session = FileSession::new(info, state, self.transfers.tx.clone());
+        self.transfers.add_outgoing(session.clone());
+        Ok(NewOutgoing {
+            session,
+            seed: rand::Rng::next_u64(&mut self.rng),
+            tx: self.transfers.tx.clone(),
+            fast_frame_bytes: cfg.fast_frame_bytes,
+        })
+    }
+
+    fn file_msg(&mut self, msg: FileMsg) {
+        match msg {
+            FileMsg::Out { peer, frames, reply, .. } if !self.peers.contains_key(&peer) => {
+                drop(frames);
+                let _ = reply.send(false);
+            }
+            other => self.transfers.on_msg(other),
+        }
+        self.take_file_warnings();
+    }
+
+    fn take_file_warnings(&mut self) {
+        for (peer, message) in self.transfers.warnings.drain(..) {
+            self.backlog.push_back(MeshEvent::PeerWarning { peer, message });
+        }
+    }
+
     fn net(&mut self, msg: NetMsg) {
         let now = Instant::now();
         match msg {
+            NetMsg::Frame(peer, Frame::Binary(data)) if is_fast(&data) => {
+                self.transfers.on_fast(now, &peer, &data);
+                self.take_file_warnings();
+            }
             NetMsg::NewLink(peer, link) => self.add_link(peer, link),
             NetMsg::Frame(peer, Frame::Text(text)) => self.node.frame(now, &peer, &text),
             NetMsg::Frame(peer, Frame::Binary(data)) => self.node.frame_bytes(now, &peer, &data),
@@ -234,19 +365,25 @@ impl Core {
         }
     }
 
-    /// Moves queued frames to the writer of each peer's oldest link while it has room.
+    /// Moves queued frames to the writer of each peer's oldest link while it has room:
+    /// messages first, then file frames.
     fn flush(&mut self) {
         for (peer, links) in &self.peers {
             let Some(first) = links.first() else { continue };
             while first.writer.capacity() > 0 {
-                let Some(frame) = self.node.poll_transmit_to(peer) else {
-                    break;
+                let frame = match self.node.poll_transmit_to(peer) {
+                    Some(text) => Frame::Text(text),
+                    None => match self.transfers.take_frame(peer) {
+                        Some(frame) => frame,
+                        None => break,
+                    },
                 };
                 if first.writer.try_send(frame).is_err() {
                     break;
                 }
             }
         }
+        self.transfers.release_parked();
     }
 
     /// Routes node events: responses to their waiting callers, the rest to the backlog.
@@ -257,11 +394,24 @@ impl Core {
                     peer,
                     handle,
                     payload,
-                } => MeshEvent::Message {
-                    peer,
-                    payload,
-                    handle,
-                },
+                } => {
+                    if let Payload::Json(value) = &payload {
+                        if is_file_packet(value) {
+                            if let Some(session) =
+                                self.transfers.on_packet(Instant::now(), &peer, value)
+                            {
+                                self.backlog.push_back(MeshEvent::File(session));
+                            }
+                            self.take_file_warnings();
+                            continue;
+                        }
+                    }
+                    MeshEvent::Message {
+                        peer,
+                        payload,
+                        handle,
+                    }
+                }
                 Event::Response {
                     request, payload, ..
                 } => {
@@ -321,12 +471,12 @@ impl Core {
                 let _ = tx.send(NetMsg::LinkClosed(peer, id)).await;
             })
         };
-        let (writer, mut frames) = mpsc::channel::<String>(WRITER_QUEUE);
+        let (writer, mut frames) = mpsc::channel::<Frame>(WRITER_QUEUE);
         let writer_task = {
             let (link, tx) = (link.clone(), self.net_tx.clone());
             tokio::spawn(async move {
                 while let Some(frame) = frames.recv().await {
-                    match link.send(Frame::Text(frame)).await {
+                    match link.send(frame).await {
                         Ok(()) => {}
                         // One frame over the link's byte limit (a heavily escaped chunk): drop
                         // it, keep the link; that message never completes and its request
@@ -370,6 +520,7 @@ impl Core {
         if links.is_empty() {
             self.peers.remove(peer);
             self.node.link_down(peer);
+            self.transfers.peer_closed(peer);
             self.backlog.push_back(MeshEvent::PeerClosed(peer.clone()));
         }
     }

@@ -36,6 +36,9 @@ use rand::rngs::StdRng;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::file::sender::{self, Plan, Reader};
+use crate::file::session::RandomAccess;
+use crate::file::{FileConfig, FileError, FileOptions, FileSession, FileSource, FileStats, MIN_CHUNK_SIZE};
 use crate::node::{MessageHandle, Node, NodeConfig, RawFrame, SendError};
 use crate::signal::{Identity, SignalConfig, TrackerClient};
 use crate::transport::connector::{Connector, WebRtcConnector};
@@ -45,7 +48,7 @@ use crate::wire::Payload;
 mod core;
 mod tracker;
 
-use self::core::{Core, CoreMsg};
+use self::core::{Channels, Core, CoreMsg, OutgoingFile};
 use self::tracker::TrackerTask;
 
 /// Events the core holds for a lagging application before it stops reading incoming frames.
@@ -70,6 +73,8 @@ pub enum MeshError {
     Stopped,
     /// The builder's settings are unusable.
     Config(String),
+    /// A file transfer could not start.
+    File(FileError),
 }
 
 impl fmt::Display for MeshError {
@@ -80,6 +85,7 @@ impl fmt::Display for MeshError {
             MeshError::Send(e) => write!(f, "send refused: {e:?}"),
             MeshError::Stopped => f.write_str("the mesh is stopped"),
             MeshError::Config(e) => write!(f, "bad configuration: {e}"),
+            MeshError::File(e) => write!(f, "file transfer: {e}"),
         }
     }
 }
@@ -122,8 +128,10 @@ pub enum MeshEvent {
         /// The frame.
         data: RawFrame,
     },
-    /// A peer sent a malformed envelope, or a link to it was refused by a bound; nothing else
-    /// happened.
+    /// A peer offered a file; the session is already receiving (see [`FileSession`]).
+    File(FileSession),
+    /// A peer sent a malformed envelope or file packet, or a link to it was refused by a
+    /// bound; nothing else happened.
     PeerWarning {
         /// The peer.
         peer: PeerId,
@@ -145,6 +153,7 @@ pub struct MeshBuilder {
     seed: Option<u64>,
     connect_timeout: Duration,
     limits: Limits,
+    files: FileConfig,
 }
 
 /// Caps on what remote parties can make the shell hold.
@@ -199,6 +208,13 @@ impl MeshBuilder {
     /// How long one tracker connection attempt may take. Default 10 s.
     pub fn tracker_connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+
+    /// File-transfer settings and bounds (size limit, transfers at once, temp directory,
+    /// fast-path window).
+    pub fn file_config(mut self, cfg: FileConfig) -> Self {
+        self.files = cfg;
         self
     }
 
@@ -296,14 +312,18 @@ impl MeshBuilder {
             };
             trackers.push(tokio::spawn(task.run()));
         }
-        let core = Core::new(
-            Node::new(self.node),
-            StdRng::seed_from_u64(rand::Rng::next_u64(&mut rng)),
+        let channels = Channels {
             cmd_rx,
             net_rx,
             net_tx,
-            events_tx,
+            events: events_tx,
+        };
+        let core = Core::new(
+            Node::new(self.node),
+            StdRng::seed_from_u64(rand::Rng::next_u64(&mut rng)),
+            channels,
             self.limits,
+            self.files,
         );
         let core = tokio::spawn(core.run());
         Ok(Mesh {
@@ -375,6 +395,66 @@ impl MeshHandle {
         rx.await.map_err(|_| MeshError::Stopped)
     }
 
+    /// Starts sending a file to `peer` and returns its live session at once. Toward a
+    /// JavaScript GhostMesh peer this is GhostMesh's format; toward a Rust peer the binary
+    /// fast path is negotiated (unless `options.fast` is off).
+    pub async fn send_file(
+        &self,
+        peer: &str,
+        source: FileSource,
+        options: FileOptions,
+    ) -> Result<FileSession, MeshError> {
+        let io = |e: std::io::Error| MeshError::File(FileError::Io(e.to_string()));
+        let (reader, size, random, default_name) = match source {
+            FileSource::Path(path) => {
+                let file = tokio::fs::File::open(&path).await.map_err(io)?;
+                let size = file.metadata().await.map_err(io)?.len();
+                let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+                (Reader::File(file), size, Some(RandomAccess::Path(path)), name)
+            }
+            FileSource::Bytes(bytes) => {
+                let size = bytes.len() as u64;
+                (Reader::Bytes(bytes.clone()), size, Some(RandomAccess::Bytes(bytes)), None)
+            }
+            FileSource::Reader { reader, size } => (Reader::Stream(reader), size, None, None),
+        };
+        let request = OutgoingFile {
+            name: options.name.clone().or(default_name),
+            mime_type: options
+                .mime_type
+                .clone()
+                .filter(|m| !m.is_empty())
+                .unwrap_or_else(|| "application/octet-stream".into()),
+            size,
+            chunk_size: options.chunk_size.max(MIN_CHUNK_SIZE),
+            metadata: options.metadata.clone(),
+            source: random,
+        };
+        let (reply, rx) = oneshot::channel();
+        self.command(CoreMsg::SendFile {
+            peer: peer.to_owned(),
+            request,
+            reply,
+        })
+        .await?;
+        let new = rx.await.map_err(|_| MeshError::Stopped)??;
+        let plan = Plan {
+            hash_upfront: options.hash_upfront,
+            fast: options.fast,
+            fast_frame_bytes: new.fast_frame_bytes,
+            seed: new.seed,
+        };
+        tokio::spawn(sender::run(new.session.clone(), reader, plan, new.tx));
+        Ok(new.session)
+    }
+
+    /// Counts of refused file input (unknown transfers, malformed packets, refused offers).
+    pub async fn file_stats(&self) -> Result<FileStats, MeshError> {
+        let (reply, rx) = oneshot::channel();
+        self.command(CoreMsg::FileStats(reply)).await?;
+        rx.await.map_err(|_| MeshError::Stopped)
+    }
+
     async fn command(&self, msg: CoreMsg) -> Result<(), MeshError> {
         self.core_tx.send(msg).await.map_err(|_| MeshError::Stopped)
     }
@@ -408,6 +488,7 @@ impl Mesh {
                 max_links_per_peer: 4,
                 max_connecting: 32,
             },
+            files: FileConfig::default(),
         }
     }
 
@@ -447,6 +528,16 @@ impl Mesh {
     /// The peers linked now (40 hex digits each), sorted.
     pub async fn peers(&self) -> Result<Vec<PeerId>, MeshError> {
         self.handle.peers().await
+    }
+
+    /// Starts sending a file; see [`MeshHandle::send_file`].
+    pub async fn send_file(
+        &self,
+        peer: &str,
+        source: FileSource,
+        options: FileOptions,
+    ) -> Result<FileSession, MeshError> {
+        self.handle.send_file(peer, source, options).await
     }
 
     /// Leaves: sends `stopped` to every connected tracker, closes every link, ends the tasks.

@@ -3,7 +3,13 @@
 
 use std::time::Duration;
 
+use futures_util::{SinkExt, StreamExt};
 use ghostmesh::mesh::{Mesh, MeshEvent, PeerId};
+use ghostmesh::signal::{Id20, info_hash_of};
+use ghostmesh::transport::connector::MemoryNetwork;
+use ghostmesh::transport::{Frame, Link};
+use rand::SeedableRng;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
 use ghostmesh::wire::Payload;
 use ghostmesh_tracker::{Config, Tracker};
 
@@ -80,3 +86,42 @@ pub async fn start_tracker(listen: &str) -> Tracker {
     .await
     .unwrap()
 }
+
+/// A raw peer: announces one memory offer over its own WebSocket, and returns the link the
+/// mesh's answer opens.
+pub async fn raw_peer(url: &str, net: &MemoryNetwork, swarm: &str) -> Box<dyn Link> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(99);
+    let (offer, pending) = net.connector("raw").offer("rawlabel".into()).await.unwrap();
+    let offer: serde_json::Value = serde_json::from_str(&offer).unwrap();
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let offer_id = Id20::random(&mut rng);
+    let announce = format!(
+        r#"{{"action":"announce","info_hash":{},"peer_id":{},"numwant":1,"uploaded":0,"downloaded":0,"left":0,"event":"started","offers":[{{"offer_id":{},"offer":{}}}]}}"#,
+        info_hash_of(swarm).to_json(),
+        Id20::random(&mut rng).to_json(),
+        offer_id.to_json(),
+        offer,
+    );
+    ws.send(WsMessage::Text(announce.into())).await.unwrap();
+    let answer = within("the mesh's answer", async {
+        loop {
+            let Some(Ok(WsMessage::Text(text))) = ws.next().await else {
+                panic!("tracker socket ended")
+            };
+            let v: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
+            if let Some(answer) = v.get("answer") {
+                return answer.to_string();
+            }
+        }
+    })
+    .await;
+    pending.accept(answer).await.unwrap()
+}
+
+pub async fn next_text(link: &dyn Link) -> String {
+    match within("a frame", link.recv()).await {
+        Some(Frame::Text(t)) => t,
+        other => panic!("expected a text frame, got {other:?}"),
+    }
+}
+

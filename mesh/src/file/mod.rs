@@ -1,0 +1,211 @@
+//! File transfer, wire-compatible with GhostMesh (`file-offer`, `file-chunk`,
+//! `file-range-request`, `file-end`, `file-cancel`; base64 chunks, 12 KiB by default), with a
+//! negotiated binary fast path between Rust peers.
+//!
+//! - [`Mesh::send_file`](crate::mesh::Mesh::send_file) returns a live [`FileSession`] at once;
+//!   incoming transfers arrive as [`MeshEvent::File`](crate::mesh::MeshEvent::File).
+//! - Receivers write bytes to a temporary file as they arrive (memory stays bounded whatever
+//!   the size), track every byte range, complete only when all bytes arrived and the sender
+//!   said `file-end`, and check the SHA-256 when the sender gave one (in the offer, or, from
+//!   Rust senders, in `file-end`).
+//! - Fast path: a Rust sender marks its offer `fast`; a Rust receiver answers `file-accept`
+//!   with a window, and the sender switches to binary chunk frames (no base64, no JSON) kept
+//!   under that window by the receiver's `file-ack`s. A JavaScript receiver never answers, so
+//!   it gets GhostMesh's format throughout, and never sees a packet it does not know.
+//! - Bad input (chunks for unknown transfers, out-of-range offsets, oversized files, a sender
+//!   that goes silent) ends the session with a clear [`FileError`] and frees its resources.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::AsyncRead;
+
+pub mod packet;
+mod ranges;
+pub(crate) mod sender;
+pub(crate) mod session;
+pub(crate) mod transfers;
+
+pub use ranges::RangeSet;
+pub use transfers::FileStats;
+pub use session::{Direction, FileEvent, FileReader, FileSession, FileStatus};
+
+/// GhostMesh's default chunk size (12 KiB).
+pub const DEFAULT_CHUNK_SIZE: u64 = 12 * 1024;
+/// GhostMesh's smallest chunk size.
+pub const MIN_CHUNK_SIZE: u64 = 1024;
+/// A range request covers at most this many chunks (GhostMesh's streaming window).
+pub const MAX_RANGE_CHUNKS: u64 = 8;
+
+/// Where an outgoing file comes from.
+pub enum FileSource {
+    /// A file on disk (range requests are served from it).
+    Path(PathBuf),
+    /// Bytes in memory.
+    Bytes(bytes::Bytes),
+    /// A stream of exactly `size` bytes (range requests cannot be served).
+    Reader {
+        /// The bytes.
+        reader: Box<dyn AsyncRead + Send + Unpin>,
+        /// How many.
+        size: u64,
+    },
+}
+
+impl fmt::Debug for FileSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FileSource::Path(p) => f.debug_tuple("Path").field(p).finish(),
+            FileSource::Bytes(b) => write!(f, "Bytes({} bytes)", b.len()),
+            FileSource::Reader { size, .. } => write!(f, "Reader({size} bytes)"),
+        }
+    }
+}
+
+impl FileSource {
+    /// A file on disk.
+    pub fn path(path: impl Into<PathBuf>) -> Self {
+        FileSource::Path(path.into())
+    }
+    /// Bytes in memory.
+    pub fn bytes(data: impl Into<bytes::Bytes>) -> Self {
+        FileSource::Bytes(data.into())
+    }
+    /// A stream of exactly `size` bytes.
+    pub fn reader(reader: impl AsyncRead + Send + Unpin + 'static, size: u64) -> Self {
+        FileSource::Reader {
+            reader: Box::new(reader),
+            size,
+        }
+    }
+}
+
+/// Options of one outgoing transfer.
+#[derive(Debug, Clone)]
+pub struct FileOptions {
+    /// File name; default the path's file name, else `ghostmesh-<transferId>`.
+    pub name: Option<String>,
+    /// MIME type; default `application/octet-stream`.
+    pub mime_type: Option<String>,
+    /// Chunk size of GhostMesh-format chunks; default 12 KiB, at least 1 KiB.
+    pub chunk_size: u64,
+    /// Application metadata carried in the offer.
+    pub metadata: Option<Value>,
+    /// Hash the whole file before offering it, so the offer carries its SHA-256 (a file or
+    /// bytes only; a stream is hashed on the way and its hash sent in `file-end`). Default
+    /// off for files (it reads the file twice), always on for bytes.
+    pub hash_upfront: bool,
+    /// Offer the binary fast path to Rust receivers. Default on.
+    pub fast: bool,
+}
+
+impl Default for FileOptions {
+    fn default() -> Self {
+        FileOptions {
+            name: None,
+            mime_type: None,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            metadata: None,
+            hash_upfront: false,
+            fast: true,
+        }
+    }
+}
+
+/// Mesh-wide file-transfer settings and bounds.
+#[derive(Debug, Clone)]
+pub struct FileConfig {
+    /// Largest incoming file accepted. Default 16 GiB.
+    pub max_file_size: u64,
+    /// Incoming transfers at once from one peer. Default 8.
+    pub max_incoming_per_peer: usize,
+    /// Incoming transfers at once in total. Default 64.
+    pub max_incoming: usize,
+    /// Outgoing transfers at once in total. Default 64.
+    pub max_outgoing: usize,
+    /// An incoming transfer with no packet for this long fails. Default 60 s.
+    pub idle_timeout: Duration,
+    /// Where incoming files are written; default the system temporary directory.
+    pub temp_dir: Option<PathBuf>,
+    /// Bytes a fast-path sender may have unacknowledged. Default 16 MiB.
+    pub fast_window: u64,
+    /// Payload bytes per fast-path frame. Default 64 KiB.
+    pub fast_frame_bytes: u64,
+    /// Most separate byte ranges an incoming transfer may have (a sender scattering tiny
+    /// chunks fails). Default 65536.
+    pub max_fragments: usize,
+}
+
+impl Default for FileConfig {
+    fn default() -> Self {
+        FileConfig {
+            max_file_size: 16 << 30,
+            max_incoming_per_peer: 8,
+            max_incoming: 64,
+            max_outgoing: 64,
+            idle_timeout: Duration::from_secs(60),
+            temp_dir: None,
+            fast_window: 16 << 20,
+            fast_frame_bytes: 64 << 10,
+            max_fragments: 65536,
+        }
+    }
+}
+
+/// Why a transfer failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileError {
+    /// Canceled with `reason`, by the peer or by us.
+    Canceled {
+        /// The reason given.
+        reason: String,
+        /// The peer canceled.
+        by_peer: bool,
+    },
+    /// The peer's last link closed.
+    PeerClosed,
+    /// Nothing arrived for the idle timeout.
+    Timeout,
+    /// The bytes do not match the SHA-256 given, or some never arrived.
+    Integrity(String),
+    /// A bound was exceeded (size, transfers at once, fragments).
+    Limit(String),
+    /// The peer sent something invalid for this transfer.
+    Protocol(String),
+    /// A local file operation failed.
+    Io(String),
+    /// What was asked cannot be provided (e.g. a range of a streamed source).
+    Unavailable(String),
+    /// The mesh was stopped.
+    Stopped,
+}
+
+impl fmt::Display for FileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FileError::Canceled { reason, by_peer } => {
+                let who = if *by_peer { "peer" } else { "us" };
+                write!(f, "canceled by {who}: {reason}")
+            }
+            FileError::PeerClosed => f.write_str("the peer's links closed"),
+            FileError::Timeout => f.write_str("the sender went silent"),
+            FileError::Integrity(e) => write!(f, "integrity: {e}"),
+            FileError::Limit(e) => write!(f, "limit: {e}"),
+            FileError::Protocol(e) => write!(f, "protocol: {e}"),
+            FileError::Io(e) => write!(f, "I/O: {e}"),
+            FileError::Unavailable(e) => write!(f, "unavailable: {e}"),
+            FileError::Stopped => f.write_str("the mesh stopped"),
+        }
+    }
+}
+
+impl std::error::Error for FileError {}
+
+/// 16 lowercase hex characters from 8 random bytes, as GhostMesh's `_createPacketId`.
+pub(crate) fn transfer_id<R: rand::Rng + ?Sized>(rng: &mut R) -> String {
+    let mut b = [0u8; 8];
+    rng.fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

@@ -1,0 +1,226 @@
+//! The task that sends one outgoing file: offer, chunks (GhostMesh format, or binary frames
+//! once a Rust receiver accepts the fast path, under its window), `file-end`.
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::{mpsc, oneshot};
+
+use super::packet::{self, Offer, Packet};
+use super::session::RandomAccess;
+use super::transfers::{FileMsg, hex};
+use super::{FileError, FileSession, FileStatus};
+use crate::transport::Frame;
+use crate::wire::{MAX_CHUNK_UNITS, MsgId, Payload, encode_chunks};
+
+/// Where the sender reads from.
+pub(crate) enum Reader {
+    Bytes(bytes::Bytes),
+    File(tokio::fs::File),
+    Stream(Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+}
+
+impl Reader {
+    async fn read_exact(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        match self {
+            Reader::Bytes(b) => {
+                let s = offset as usize;
+                let src = b
+                    .get(s..s + buf.len())
+                    .ok_or_else(|| std::io::Error::other("source shorter than its size"))?;
+                buf.copy_from_slice(src);
+                Ok(())
+            }
+            Reader::File(f) => f.read_exact(buf).await.map(|_| ()),
+            Reader::Stream(r) => r.read_exact(buf).await.map(|_| ()),
+        }
+    }
+}
+
+/// Settings of one send.
+pub(crate) struct Plan {
+    pub(crate) hash_upfront: bool,
+    pub(crate) fast: bool,
+    pub(crate) fast_frame_bytes: u64,
+    pub(crate) seed: u64,
+}
+
+struct Sender {
+    session: FileSession,
+    tx: mpsc::Sender<FileMsg>,
+    rng: StdRng,
+}
+
+impl Sender {
+    /// Hands frames to the core (waits while the peer's outbox is full); `false` when the
+    /// peer is gone.
+    async fn out(&mut self, frames: Vec<Frame>) -> bool {
+        let (reply, rx) = oneshot::channel();
+        let msg = FileMsg::Out {
+            peer: self.session.peer_id().to_owned(),
+            frames,
+            urgent: false,
+            reply,
+        };
+        if self.tx.send(msg).await.is_err() {
+            return false;
+        }
+        rx.await.unwrap_or(false)
+    }
+
+    async fn packet(&mut self, p: &Packet) -> bool {
+        let id = MsgId::p2pt(self.rng.next_u32());
+        let frames = encode_chunks(&id, &Payload::Json(p.to_json()), MAX_CHUNK_UNITS);
+        self.out(frames.into_iter().map(Frame::Text).collect()).await
+    }
+
+    async fn done(&self) {
+        let msg = FileMsg::Done {
+            peer: self.session.peer_id().to_owned(),
+            id: self.session.transfer_id().to_owned(),
+        };
+        let _ = self.tx.send(msg).await;
+    }
+
+    /// Fails the session and tells the receiver.
+    async fn fail(&mut self, error: FileError) {
+        if self.session.finish(FileStatus::Failed, Some(error.clone())) {
+            let cancel = Packet::Cancel {
+                transfer_id: self.session.transfer_id().to_owned(),
+                reason: error.to_string(),
+            };
+            self.packet(&cancel).await;
+        }
+        self.done().await;
+    }
+}
+
+/// SHA-256 of a whole source that can be read again.
+async fn hash_source(source: RandomAccess, size: u64) -> Result<String, FileError> {
+    tokio::task::spawn_blocking(move || {
+        let mut hasher = Sha256::new();
+        let mut pos = 0;
+        while pos < size {
+            let end = (pos + (4 << 20)).min(size);
+            hasher.update(source.read(pos, end)?);
+            pos = end;
+        }
+        Ok::<_, std::io::Error>(hex(&hasher.finalize()))
+    })
+    .await
+    .map_err(|e| FileError::Io(e.to_string()))?
+    .map_err(|e| FileError::Io(e.to_string()))
+}
+
+/// Sends `session`'s file from `reader`; ends with the session complete, failed or canceled.
+pub(crate) async fn run(session: FileSession, mut reader: Reader, plan: Plan, tx: mpsc::Sender<FileMsg>) {
+    let mut s = Sender {
+        session: session.clone(),
+        tx,
+        rng: StdRng::seed_from_u64(plan.seed),
+    };
+    let (size, chunk_size, id) = (session.size(), session.chunk_size(), session.transfer_id().to_owned());
+    let source = session.state().source.clone();
+    let upfront = match (&source, plan.hash_upfront || matches!(reader, Reader::Bytes(_))) {
+        (Some(src), true) => match hash_source(src.clone(), size).await {
+            Ok(h) => Some(h),
+            Err(e) => return s.fail(e).await,
+        },
+        _ => None,
+    };
+    if let Reader::File(f) = &mut reader {
+        if let Err(e) = f.seek(std::io::SeekFrom::Start(0)).await {
+            return s.fail(FileError::Io(e.to_string())).await;
+        }
+    }
+    let offer = Packet::Offer(Offer {
+        transfer_id: id.clone(),
+        name: session.name().to_owned(),
+        mime_type: session.mime_type().to_owned(),
+        size,
+        chunk_size,
+        total_chunks: packet::total_chunks(size, chunk_size),
+        metadata: session.metadata().cloned(),
+        sha256: upfront,
+        fast: plan.fast,
+    });
+    if !s.packet(&offer).await {
+        return s.fail(FileError::PeerClosed).await;
+    }
+
+    let mut hasher = Sha256::new();
+    let mut offset = 0u64;
+    let mut buf = Vec::new();
+    // GhostMesh sends one (empty) chunk for an empty file; so do we.
+    let mut first = true;
+    while offset < size || first {
+        first = false;
+        // Paused: wait; canceled or failed: stop.
+        if s.session.wait(|st| st.status == FileStatus::Active).await.is_err() {
+            return s.done().await;
+        }
+        let window = s.session.state().fast_window;
+        if let Some(window) = window {
+            let sent = offset;
+            let waited = s
+                .session
+                .wait(|st| st.status == FileStatus::Active && sent.saturating_sub(st.acked) < window)
+                .await;
+            if waited.is_err() {
+                return s.done().await;
+            }
+        }
+        let piece = if window.is_some() { plan.fast_frame_bytes } else { chunk_size };
+        let len = piece.min(size - offset) as usize;
+        buf.resize(len, 0);
+        if let Err(e) = reader.read_exact(offset, &mut buf).await {
+            return s.fail(FileError::Io(format!("reading the source: {e}"))).await;
+        }
+        hasher.update(&buf);
+        let frames = if window.is_some() {
+            vec![Frame::Binary(packet::encode_fast(&id, offset, &buf))]
+        } else {
+            let chunk = Packet::Chunk {
+                transfer_id: id.clone(),
+                chunk_index: offset / chunk_size,
+                offset,
+                data: std::mem::take(&mut buf),
+            };
+            let msg_id = MsgId::p2pt(s.rng.next_u32());
+            encode_chunks(&msg_id, &Payload::Json(chunk.to_json()), MAX_CHUNK_UNITS)
+                .into_iter()
+                .map(Frame::Text)
+                .collect()
+        };
+        if !s.out(frames).await {
+            return s.fail(FileError::PeerClosed).await;
+        }
+        offset += len as u64;
+        {
+            s.session.state().bytes = offset;
+        }
+        s.session.changed(Some(super::FileEvent::Progress {
+            bytes: offset,
+            total: size,
+        }));
+    }
+    if s.session.status().is_final() {
+        return s.done().await;
+    }
+    let end = Packet::End {
+        transfer_id: id,
+        sha256: Some(hex(&hasher.finalize())),
+    };
+    if !s.packet(&end).await {
+        return s.fail(FileError::PeerClosed).await;
+    }
+    if s.session.fast_path() {
+        // A Rust receiver confirms after its hash check (the core completes the session).
+        let _ = s.session.wait(|st| st.status == FileStatus::Complete).await;
+    } else {
+        // GhostMesh has no acknowledgement: sent is complete.
+        s.session.finish(FileStatus::Complete, None);
+    }
+    s.done().await;
+}
