@@ -423,6 +423,34 @@ mod tests {
         }
     }
 
+    /// ghostmesh-wire.md 4.6: "A 12288-byte chunk becomes 16384 base64 characters, and the
+    /// inner packet string is 16488 characters. Each file chunk therefore takes 2 envelope
+    /// chunks."
+    #[test]
+    fn a_default_chunk_is_16488_characters_in_two_envelopes() {
+        let chunk = Packet::Chunk {
+            transfer_id: "0123456789abcdef".into(),
+            chunk_index: 0,
+            offset: 0,
+            data: vec![7u8; 12288],
+        };
+        let v = chunk.to_json();
+        assert_eq!(v["data"].as_str().unwrap().len(), 16384);
+        let text = crate::wire::js_json::stringify(&v);
+        assert_eq!(text.len(), 16488);
+        let frames = crate::wire::encode_chunks(
+            &crate::wire::MsgId::Int(123_456),
+            &crate::wire::Payload::Json(v),
+            crate::wire::MAX_CHUNK_UNITS,
+        );
+        assert_eq!(frames.len(), 2);
+        assert!(frames[0].starts_with(r#"^{"id":123456,"msg":"{\"__ghostmeshInternal\":\"file-chunk\""#));
+        // Defaults GhostMesh uses: cancel reason, chunk counting.
+        let cancel = decode(&json!({"__ghostmeshInternal": "file-cancel", "transferId": "t"}), 0).unwrap();
+        assert_eq!(cancel, Packet::Cancel { transfer_id: "t".into(), reason: "Transfer canceled".into() });
+        assert_eq!((total_chunks(0, 12288), total_chunks(12289, 12288)), (1, 2));
+    }
+
     #[test]
     fn bad_packets_are_errors() {
         for bad in [

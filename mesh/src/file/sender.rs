@@ -142,14 +142,15 @@ pub(crate) async fn run(session: FileSession, mut reader: Reader, plan: Plan, tx
         chunk_size,
         total_chunks: packet::total_chunks(size, chunk_size),
         metadata: session.metadata().cloned(),
-        sha256: upfront,
+        sha256: upfront.clone(),
         fast: plan.fast,
     });
     if !s.packet(&offer).await {
         return s.fail(FileError::PeerClosed).await;
     }
 
-    let mut hasher = Sha256::new();
+    // Hashed on the way unless the offer already carries the hash.
+    let mut hasher = upfront.is_none().then(Sha256::new);
     let mut offset = 0u64;
     let mut buf = Vec::new();
     // GhostMesh sends one (empty) chunk for an empty file; so do we.
@@ -173,14 +174,26 @@ pub(crate) async fn run(session: FileSession, mut reader: Reader, plan: Plan, tx
         }
         let piece = if window.is_some() { plan.fast_frame_bytes } else { chunk_size };
         let len = piece.min(size - offset) as usize;
-        buf.resize(len, 0);
-        if let Err(e) = reader.read_exact(offset, &mut buf).await {
-            return s.fail(FileError::Io(format!("reading the source: {e}"))).await;
-        }
-        hasher.update(&buf);
         let frames = if window.is_some() {
-            vec![Frame::Binary(packet::encode_fast(&id, offset, &buf))]
+            // Read straight into the frame, after its header.
+            let mut frame = packet::encode_fast(&id, offset, &[]);
+            let header = frame.len();
+            frame.resize(header + len, 0);
+            if let Err(e) = reader.read_exact(offset, &mut frame[header..]).await {
+                return s.fail(FileError::Io(format!("reading the source: {e}"))).await;
+            }
+            if let Some(h) = hasher.as_mut() {
+                h.update(&frame[header..]);
+            }
+            vec![Frame::Binary(frame)]
         } else {
+            buf.resize(len, 0);
+            if let Err(e) = reader.read_exact(offset, &mut buf).await {
+                return s.fail(FileError::Io(format!("reading the source: {e}"))).await;
+            }
+            if let Some(h) = hasher.as_mut() {
+                h.update(&buf);
+            }
             let chunk = Packet::Chunk {
                 transfer_id: id.clone(),
                 chunk_index: offset / chunk_size,
@@ -210,7 +223,7 @@ pub(crate) async fn run(session: FileSession, mut reader: Reader, plan: Plan, tx
     }
     let end = Packet::End {
         transfer_id: id,
-        sha256: Some(hex(&hasher.finalize())),
+        sha256: hasher.map(|h| hex(&h.finalize())).or(upfront),
     };
     if !s.packet(&end).await {
         return s.fail(FileError::PeerClosed).await;

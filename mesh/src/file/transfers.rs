@@ -58,6 +58,10 @@ struct Incoming {
     ended: bool,
     sha256: Option<String>,
     verifying: bool,
+    /// SHA-256 of the bytes below `hashed`, fed as in-order data arrives (only when the sender
+    /// is expected to give a hash: Rust senders always do, GhostMesh never does).
+    hasher: Option<Sha256>,
+    hashed: u64,
 }
 
 #[derive(Default)]
@@ -134,14 +138,16 @@ impl Transfers {
         self.outgoing.insert(key, session);
     }
 
-    /// Queues a packet for `peer` as a one-way P2PT message (GhostMesh's `_sendOneWay`).
+    /// Queues a control packet for `peer` as a one-way P2PT message (GhostMesh's
+    /// `_sendOneWay`), ahead of queued chunks: cancels, acks and range requests are small and
+    /// urgent.
     fn push_packet(&mut self, peer: &PeerId, packet: &Packet) {
         let id = MsgId::p2pt(self.rng.next_u32());
         let frames = encode_chunks(&id, &Payload::Json(packet.to_json()), MAX_CHUNK_UNITS);
         let out = self.outbox.entry(peer.clone()).or_default();
-        for f in frames {
+        for f in frames.into_iter().rev() {
             out.bytes += f.len();
-            out.frames.push_back(Frame::Text(f));
+            out.frames.push_front(Frame::Text(f));
         }
     }
 
@@ -556,8 +562,10 @@ impl Transfers {
                 fast: offer.fast,
                 acked: 0,
                 ended: false,
+                hasher: (offer.fast || offer.sha256.is_some()).then(Sha256::new),
                 sha256: offer.sha256,
                 verifying: false,
+                hashed: 0,
             },
         );
         Some(session)
@@ -589,6 +597,12 @@ impl Transfers {
                         use std::os::unix::fs::FileExt;
                         match file.write_all_at(data, offset) {
                             Ok(()) => {
+                                if let Some(h) = inc.hasher.as_mut() {
+                                    if offset <= inc.hashed && inc.hashed < end {
+                                        h.update(&data[(inc.hashed - offset) as usize..]);
+                                        inc.hashed = end;
+                                    }
+                                }
                                 st.ranges.insert(offset, end);
                                 st.bytes = st.ranges.covered();
                                 if st.ranges.fragments() > self.cfg.max_fragments {
@@ -671,23 +685,32 @@ impl Transfers {
                 }
             }
             Some(expected) => {
+                let (hasher, hashed) = match inc.hasher.take() {
+                    Some(h) => (h, inc.hashed),
+                    None => (Sha256::new(), 0),
+                };
+                if hashed == size {
+                    // Every byte was hashed on arrival: decide now.
+                    let ok = hex(&hasher.finalize()) == expected;
+                    let session = inc.session.clone();
+                    verdict(&session, ok, &expected);
+                    self.on_verified(key.0.clone(), key.1.clone(), ok);
+                    return;
+                }
+                // Hash the rest from the file, off the core's thread.
                 inc.verifying = true;
                 let session = inc.session.clone();
                 let (tx, peer, id) = (self.tx.clone(), key.0.clone(), key.1.clone());
                 tokio::spawn(async move {
                     let file = session.state().file.clone();
-                    let hashed = tokio::task::spawn_blocking(move || hash_file(file.as_deref(), size)).await;
+                    let hashed = tokio::task::spawn_blocking(move || {
+                        hash_file(hasher, file.as_deref(), hashed, size)
+                    })
+                    .await;
                     let ok = match hashed {
-                        Ok(Ok(actual)) if actual == expected => {
-                            session.finish(FileStatus::Complete, None);
-                            true
-                        }
                         Ok(Ok(actual)) => {
-                            let e = FileError::Integrity(format!(
-                                "SHA-256 mismatch: expected {expected}, got {actual}"
-                            ));
-                            session.finish(FileStatus::Failed, Some(e));
-                            false
+                            verdict(&session, actual == expected, &expected);
+                            actual == expected
                         }
                         Ok(Err(e)) => {
                             session.finish(FileStatus::Failed, Some(FileError::Io(e.to_string())));
@@ -705,13 +728,23 @@ impl Transfers {
     }
 }
 
-/// SHA-256 of the first `size` bytes of `file`, lowercase hex.
-fn hash_file(file: Option<&std::fs::File>, size: u64) -> std::io::Result<String> {
+/// Completes or fails `session` on the hash check's outcome.
+fn verdict(session: &FileSession, ok: bool, expected: &str) {
+    if ok {
+        session.finish(FileStatus::Complete, None);
+    } else {
+        let e = FileError::Integrity(format!("SHA-256 mismatch: expected {expected}"));
+        session.finish(FileStatus::Failed, Some(e));
+    }
+}
+
+/// Feeds bytes `from..size` of `file` to `hasher` (which holds the bytes below `from`);
+/// returns the digest as lowercase hex.
+fn hash_file(mut hasher: Sha256, file: Option<&std::fs::File>, from: u64, size: u64) -> std::io::Result<String> {
     use std::os::unix::fs::FileExt;
     let file = file.ok_or_else(|| std::io::Error::other("file gone"))?;
-    let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
-    let mut pos = 0u64;
+    let mut pos = from;
     while pos < size {
         let n = ((size - pos) as usize).min(buf.len());
         file.read_exact_at(&mut buf[..n], pos)?;
