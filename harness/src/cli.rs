@@ -1,0 +1,338 @@
+//! The command line: `run`, `validate` and `bench`.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// `println!` that ignores a closed stdout (`| head`) instead of panicking.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
+use crate::report::{self, RunResult};
+use crate::scenario::{self, Backend, Scenario};
+
+/// All assertions passed.
+pub const EXIT_PASS: i32 = 0;
+/// At least one assertion failed.
+pub const EXIT_FAIL: i32 = 1;
+/// The scenario file is invalid, or the command line is.
+pub const EXIT_INVALID: i32 = 2;
+/// The run could not be carried out (IO error, tracker failed to start, nondeterminism, ...).
+pub const EXIT_RUNTIME: i32 = 3;
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  every assertion passed (validate: the file is valid)
+  1  at least one assertion failed (named in every output)
+  2  invalid scenario file (file:line:col, key and what is expected) or bad usage
+  3  runtime error (cannot write outputs, tracker did not start, --check-determinism found
+     two different traces, ...)
+
+Scenario file reference: harness/README.md";
+
+#[derive(Debug, Parser)]
+#[command(name = "ghostmesh-harness", version, about = "Runs many-peer ghostmesh scenarios from TOML files, simulated or live.", after_help = AFTER_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum BackendArg {
+    Sim,
+    Live,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run a scenario and check its assertions.
+    #[command(after_help = AFTER_HELP)]
+    Run {
+        /// The scenario file (TOML).
+        file: PathBuf,
+        /// Backend; overrides the file's `backend` (default sim).
+        #[arg(long, value_enum)]
+        backend: Option<BackendArg>,
+        /// Seed; overrides the file's `seed`.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Write the results as JSON here (the resolved scenario goes next to it).
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// Write JUnit XML here (one test case per assertion).
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+        /// Write an HTML report with SVG charts here.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
+        /// Write results.json, junit.xml, report.html and scenario.resolved.toml into this directory.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Sim only: run twice with the same seed and fail (exit 3) if the trace hashes differ.
+        #[arg(long)]
+        check_determinism: bool,
+        /// No progress bar and only the final line of the summary.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Check a scenario file without running it.
+    #[command(after_help = AFTER_HELP)]
+    Validate {
+        /// The scenario file (TOML).
+        file: PathBuf,
+        /// Check it for this backend (default: the file's).
+        #[arg(long, value_enum)]
+        backend: Option<BackendArg>,
+    },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCmd {
+    /// Wall time for N simulated peers to discover each other through the tracker core and
+    /// each deliver one message.
+    Sim {
+        /// Peers.
+        #[arg(long, default_value_t = 10_000)]
+        peers: usize,
+        /// Seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+fn backend_of(b: Option<BackendArg>) -> Option<Backend> {
+    b.map(|b| match b {
+        BackendArg::Sim => Backend::Sim,
+        BackendArg::Live => Backend::Live,
+    })
+}
+
+/// Runs the command line; returns the exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                EXIT_INVALID
+            } else {
+                EXIT_PASS
+            };
+        }
+    };
+    match cli.cmd {
+        Cmd::Validate { file, backend } => match scenario::load(&file, backend_of(backend)) {
+            Ok(sc) => {
+                outln!(
+                    "{}: valid ({} peers in {} groups, {} steps, {} assertions, backend {})",
+                    file.display(),
+                    sc.peer_count(),
+                    sc.groups.len(),
+                    sc.steps.len(),
+                    sc.asserts.len(),
+                    sc.backend.as_str()
+                );
+                EXIT_PASS
+            }
+            Err(errs) => {
+                print_errors(&errs);
+                EXIT_INVALID
+            }
+        },
+        Cmd::Bench {
+            what: BenchCmd::Sim { peers, seed },
+        } => match crate::bench::sim(peers, seed) {
+            Ok(report) => {
+                outln!("{report}");
+                EXIT_PASS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                EXIT_RUNTIME
+            }
+        },
+        Cmd::Run {
+            file,
+            backend,
+            seed,
+            json,
+            junit,
+            html,
+            out,
+            check_determinism,
+            quiet,
+        } => {
+            let mut sc = match scenario::load(&file, backend_of(backend)) {
+                Ok(sc) => sc,
+                Err(errs) => {
+                    print_errors(&errs);
+                    return EXIT_INVALID;
+                }
+            };
+            if let Some(s) = seed {
+                sc.seed = s;
+            }
+            if check_determinism && sc.backend != Backend::Sim {
+                eprintln!("error: --check-determinism needs the sim backend");
+                return EXIT_INVALID;
+            }
+            let outputs = Outputs {
+                json,
+                junit,
+                html,
+                out,
+            };
+            run(&sc, check_determinism, quiet, &outputs)
+        }
+    }
+}
+
+fn print_errors(errs: &[scenario::ScenarioError]) {
+    for e in errs {
+        eprintln!("error: {e}");
+    }
+    eprintln!(
+        "{} error{} in the scenario; see harness/README.md for the file format",
+        errs.len(),
+        if errs.len() == 1 { "" } else { "s" }
+    );
+}
+
+struct Outputs {
+    json: Option<PathBuf>,
+    junit: Option<PathBuf>,
+    html: Option<PathBuf>,
+    out: Option<PathBuf>,
+}
+
+fn progress_bar(quiet: bool, label: &str) -> Option<indicatif::ProgressBar> {
+    if quiet || !std::io::stdout().is_terminal() {
+        return None;
+    }
+    let pb = indicatif::ProgressBar::new(1000);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{prefix} [{bar:40}] {percent:>3}% {elapsed}")
+    {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb.set_prefix(label.to_owned());
+    Some(pb)
+}
+
+/// Runs `sc` once with its backend; returns the result or a runtime error.
+pub fn execute(sc: &Scenario, quiet: bool) -> Result<RunResult, String> {
+    let pb = progress_bar(quiet, &format!("{} ({})", sc.name, sc.backend.as_str()));
+    let mut progress = |f: f64| {
+        if let Some(pb) = &pb {
+            pb.set_position((f.clamp(0.0, 1.0) * 1000.0) as u64);
+        }
+    };
+    let wall = Instant::now();
+    let result = match sc.backend {
+        Backend::Sim => crate::sim::run(sc, &mut progress).map(|o| {
+            RunResult::new(
+                sc,
+                &o.rec,
+                o.end_ns,
+                Some(o.trace_hash),
+                o.events,
+                wall.elapsed().as_secs_f64(),
+            )
+        }),
+        Backend::Live => crate::live::run(sc, &mut progress)
+            .map(|o| RunResult::new(sc, &o.rec, o.end_ns, None, 0, wall.elapsed().as_secs_f64())),
+    };
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+    result
+}
+
+fn run(sc: &Scenario, check_determinism: bool, quiet: bool, outputs: &Outputs) -> i32 {
+    let result = match execute(sc, quiet) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_RUNTIME;
+        }
+    };
+    if check_determinism {
+        match execute(sc, quiet) {
+            Ok(second) if second.trace_hash == result.trace_hash => {
+                if !quiet {
+                    outln!(
+                        "determinism: two runs with seed {} gave the same trace hash {}",
+                        sc.seed,
+                        result.trace_hash.as_deref().unwrap_or("-")
+                    );
+                }
+            }
+            Ok(second) => {
+                eprintln!(
+                    "error: nondeterminism: seed {} gave trace hashes {} and {}",
+                    sc.seed,
+                    result.trace_hash.as_deref().unwrap_or("-"),
+                    second.trace_hash.as_deref().unwrap_or("-")
+                );
+                return EXIT_RUNTIME;
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_RUNTIME;
+            }
+        }
+    }
+    let text = result.terminal();
+    if quiet {
+        if let Some(last) = text.lines().last() {
+            outln!("{last}");
+        }
+    } else {
+        let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
+    }
+    if let Err(e) = write_outputs(sc, &result, outputs) {
+        eprintln!("error: {e}");
+        return EXIT_RUNTIME;
+    }
+    if result.passed { EXIT_PASS } else { EXIT_FAIL }
+}
+
+fn write(path: &Path, text: &str) -> Result<(), String> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn write_outputs(sc: &Scenario, r: &RunResult, o: &Outputs) -> Result<(), String> {
+    let resolved = sc.resolved_toml();
+    if let Some(dir) = &o.out {
+        write(&dir.join("results.json"), &r.json())?;
+        write(&dir.join("junit.xml"), &report::junit(r))?;
+        write(&dir.join("report.html"), &report::html(r))?;
+        write(&dir.join("scenario.resolved.toml"), &resolved)?;
+    }
+    if let Some(p) = &o.json {
+        write(p, &r.json())?;
+        write(&p.with_extension("scenario.toml"), &resolved)?;
+    }
+    if let Some(p) = &o.junit {
+        write(p, &report::junit(r))?;
+    }
+    if let Some(p) = &o.html {
+        write(p, &report::html(r))?;
+    }
+    Ok(())
+}

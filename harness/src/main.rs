@@ -1,0 +1,5 @@
+//! `ghostmesh-harness`: see `ghostmesh-harness --help`.
+
+fn main() {
+    std::process::exit(ghostmesh_harness::cli::main());
+}
