@@ -7,12 +7,16 @@
 //!   (sans-IO);
 //! - [`transport`]: links: in-memory, and WebRTC data channels (webrtc-rs), and the connectors
 //!   that make them from signals;
+//! - [`relay`]: routed delivery through relays, GhostMesh-compatible (onion layers, routed
+//!   request/response); [`onion`]: encrypted layered packets between Rust peers;
 //! - [`file`]: file transfer, GhostMesh-compatible, with a binary fast path between Rust peers.
 #![warn(missing_docs)]
 
 pub mod file;
 pub mod mesh;
 pub mod node;
+pub mod onion;
+pub mod relay;
 pub mod signal;
 pub mod transport;
 pub mod wire;

@@ -19,6 +19,7 @@ use crate::file::session::{Direction, Info, RandomAccess, State};
 use crate::file::transfers::{FileMsg, Transfers};
 use crate::file::{FileError, FileSession, FileStatus, RangeSet, transfer_id};
 use crate::node::{Event, Node, RequestId};
+use crate::relay::{self, Relay, RelayConfig, RouteInfo, RouteOptions, RoutedReply};
 use crate::transport::{Frame, Link, LinkError};
 use crate::wire::Payload;
 
@@ -46,6 +47,24 @@ pub(crate) enum CoreMsg {
         reply: oneshot::Sender<Result<NewOutgoing, MeshError>>,
     },
     FileStats(oneshot::Sender<crate::file::FileStats>),
+    SendOnion {
+        target: PeerId,
+        payload: Payload,
+        route: Option<RouteOptions>,
+        reply: oneshot::Sender<Result<RouteInfo, MeshError>>,
+    },
+    SendRouted {
+        target: PeerId,
+        payload: Payload,
+        route: Option<RouteOptions>,
+        reply: oneshot::Sender<Result<Payload, MeshError>>,
+    },
+    RespondRouted {
+        to: RoutedReply,
+        payload: Payload,
+        reply: oneshot::Sender<Result<(), MeshError>>,
+    },
+    RelayStats(oneshot::Sender<relay::RelayStats>),
     Stop(oneshot::Sender<()>),
 }
 
@@ -128,6 +147,16 @@ pub(crate) struct Core {
     limits: Limits,
     transfers: Transfers,
     file_rx: mpsc::Receiver<FileMsg>,
+    relay: Relay,
+    /// Routing applied to plain sends, when set.
+    routing: Option<RouteOptions>,
+}
+
+/// Routing settings handed to the core.
+pub(crate) struct Routing {
+    pub(crate) me: PeerId,
+    pub(crate) defaults: Option<RouteOptions>,
+    pub(crate) config: RelayConfig,
 }
 
 impl Core {
@@ -137,10 +166,13 @@ impl Core {
         channels: Channels,
         limits: Limits,
         files: crate::file::FileConfig,
+        routing: Routing,
     ) -> Self {
         let (file_tx, file_rx) = mpsc::channel(256);
         let transfers = Transfers::new(files, file_tx, rand::Rng::next_u64(&mut rng));
         Core {
+            relay: Relay::new(routing.config, routing.me),
+            routing: routing.defaults,
             transfers,
             file_rx,
             node,
@@ -174,10 +206,14 @@ impl Core {
                 }
             }
             let reading = self.backlog.len() < EVENT_BACKLOG;
-            let deadline = match (self.node.poll_timeout(), self.transfers.poll_timeout()) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let deadline = [
+                self.node.poll_timeout(),
+                self.transfers.poll_timeout(),
+                self.relay.poll_timeout(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let wake = tokio::select! {
                 biased;
                 cmd = self.cmd_rx.recv() => Wake::Command(cmd),
@@ -215,6 +251,7 @@ impl Core {
                     let now = Instant::now();
                     self.node.tick(now);
                     self.transfers.tick(now);
+                    self.relay.tick(now);
                 }
             }
         }
@@ -224,6 +261,45 @@ impl Core {
     async fn command(&mut self, cmd: CoreMsg) -> bool {
         let now = Instant::now();
         match cmd {
+            CoreMsg::Send {
+                peer,
+                payload,
+                reply,
+            } if self.routing.is_some() => {
+                let route = self.routing.clone();
+                self.routed(now, peer, payload, route, reply);
+            }
+            CoreMsg::SendRouted {
+                target,
+                payload,
+                route,
+                reply,
+            } => {
+                let route = route.or_else(|| self.routing.clone()).or_else(|| Some(RouteOptions::default()));
+                self.routed(now, target, payload, route, reply);
+            }
+            CoreMsg::SendOnion {
+                target,
+                payload,
+                route,
+                reply,
+            } => {
+                let opts = route.or_else(|| self.routing.clone()).unwrap_or_default();
+                let linked = self.linked();
+                let result = self.relay.onion(&mut self.rng, &linked, &target, &payload, &opts);
+                let _ = reply.send(result.map(|(action, info)| {
+                    self.act(now, action);
+                    info
+                }));
+            }
+            CoreMsg::RespondRouted { to, payload, reply } => {
+                let linked = self.linked();
+                let result = self.relay.respond(&linked, &to, &payload);
+                let _ = reply.send(result.map(|action| self.act(now, action)));
+            }
+            CoreMsg::RelayStats(reply) => {
+                let _ = reply.send(self.relay.stats.clone());
+            }
             CoreMsg::Send {
                 peer,
                 payload,
@@ -269,6 +345,7 @@ impl Core {
             }
             CoreMsg::Stop(reply) => {
                 self.transfers.shutdown();
+                self.relay.shutdown();
                 self.flush();
                 for (_, links) in self.peers.drain() {
                     for entry in links {
@@ -287,6 +364,42 @@ impl Core {
             }
         }
         false
+    }
+
+    /// Linked peers, sorted (route choice must not depend on hash order).
+    fn linked(&self) -> Vec<PeerId> {
+        let mut v: Vec<PeerId> = self.peers.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    fn routed(
+        &mut self,
+        now: Instant,
+        target: PeerId,
+        payload: Payload,
+        route: Option<RouteOptions>,
+        reply: oneshot::Sender<Result<Payload, MeshError>>,
+    ) {
+        let opts = route.unwrap_or_default();
+        let linked = self.linked();
+        let timeout = self.node.config().request_timeout;
+        let rng = &mut self.rng;
+        let action = self.relay.request(rng, now, timeout, &linked, &target, &payload, &opts, reply);
+        if let Some(action) = action {
+            self.act(now, action);
+        }
+    }
+
+    /// Carries out a routing action.
+    fn act(&mut self, now: Instant, action: relay::Action) {
+        match action {
+            relay::Action::Send(peer, packet) => {
+                // A refusal here (the link just went, queues full) is a drop, as on any relay.
+                let _ = self.node.send_no_reply(now, &peer, Payload::Json(packet), &mut self.rng);
+            }
+            relay::Action::Deliver(msg) => self.backlog.push_back(MeshEvent::Onion(msg)),
+        }
     }
 
     fn new_outgoing(&mut self, peer: PeerId, req: OutgoingFile) -> Result<NewOutgoing, MeshError> {
@@ -396,6 +509,15 @@ impl Core {
                     payload,
                 } => {
                     if let Payload::Json(value) = &payload {
+                        // GhostMesh's dispatch order: onion layers first, then files.
+                        if relay::packet::is_onion(value) {
+                            let peers = &self.peers;
+                            let action = self.relay.on_packet(&peer, value, |p| peers.contains_key(p));
+                            if let Some(action) = action {
+                                self.act(Instant::now(), action);
+                            }
+                            continue;
+                        }
                         if is_file_packet(value) {
                             if let Some(session) =
                                 self.transfers.on_packet(Instant::now(), &peer, value)

@@ -40,6 +40,7 @@ use crate::file::sender::{self, Plan, Reader};
 use crate::file::session::RandomAccess;
 use crate::file::{FileConfig, FileError, FileOptions, FileSession, FileSource, FileStats, MIN_CHUNK_SIZE};
 use crate::node::{MessageHandle, Node, NodeConfig, RawFrame, SendError};
+use crate::relay::{OnionMessage, RelayConfig, RelayStats, RouteInfo, RouteOptions, RoutedReply};
 use crate::signal::{Identity, SignalConfig, TrackerClient};
 use crate::transport::connector::{Connector, WebRtcConnector};
 use crate::transport::webrtc::{IceServer, WebRtcConfig};
@@ -48,7 +49,7 @@ use crate::wire::Payload;
 mod core;
 mod tracker;
 
-use self::core::{Channels, Core, CoreMsg, OutgoingFile};
+use self::core::{Channels, Core, CoreMsg, OutgoingFile, Routing};
 use self::tracker::TrackerTask;
 
 /// Events the core holds for a lagging application before it stops reading incoming frames.
@@ -75,6 +76,8 @@ pub enum MeshError {
     Config(String),
     /// A file transfer could not start.
     File(FileError),
+    /// A route could not be built (too few relays, bad ids, too many hops, ...).
+    Route(String),
 }
 
 impl fmt::Display for MeshError {
@@ -86,6 +89,7 @@ impl fmt::Display for MeshError {
             MeshError::Stopped => f.write_str("the mesh is stopped"),
             MeshError::Config(e) => write!(f, "bad configuration: {e}"),
             MeshError::File(e) => write!(f, "file transfer: {e}"),
+            MeshError::Route(e) => write!(f, "routing: {e}"),
         }
     }
 }
@@ -130,6 +134,9 @@ pub enum MeshEvent {
     },
     /// A peer offered a file; the session is already receiving (see [`FileSession`]).
     File(FileSession),
+    /// A message that came through relays (GhostMesh's `onionmsg`); routed requests carry a
+    /// reply for [`MeshHandle::respond_routed`].
+    Onion(OnionMessage),
     /// A peer sent a malformed envelope or file packet, or a link to it was refused by a
     /// bound; nothing else happened.
     PeerWarning {
@@ -154,6 +161,8 @@ pub struct MeshBuilder {
     connect_timeout: Duration,
     limits: Limits,
     files: FileConfig,
+    routing: Option<RouteOptions>,
+    relay: RelayConfig,
 }
 
 /// Caps on what remote parties can make the shell hold.
@@ -215,6 +224,19 @@ impl MeshBuilder {
     /// fast-path window).
     pub fn file_config(mut self, cfg: FileConfig) -> Self {
         self.files = cfg;
+        self
+    }
+
+    /// Route every [`Mesh::send`] through relays (GhostMesh's `onion` option): explicit
+    /// `through` relays or `hops` random ones. Default: direct.
+    pub fn routing(mut self, route: RouteOptions) -> Self {
+        self.routing = Some(route);
+        self
+    }
+
+    /// Bounds on routing (max hops, max packet size, pending routed requests).
+    pub fn relay_config(mut self, cfg: RelayConfig) -> Self {
+        self.relay = cfg;
         self
     }
 
@@ -324,6 +346,11 @@ impl MeshBuilder {
             channels,
             self.limits,
             self.files,
+            Routing {
+                me: identity.peer_id.to_hex(),
+                defaults: self.routing,
+                config: self.relay,
+            },
         );
         let core = tokio::spawn(core.run());
         Ok(Mesh {
@@ -448,6 +475,58 @@ impl MeshHandle {
         Ok(new.session)
     }
 
+    /// Sends a routed request to `target` through relays (`route`, or the builder's routing,
+    /// or 2 random relays) and waits for its routed response (GhostMesh's `send` with
+    /// `onion`). Delivered as [`MeshEvent::Onion`] with a reply.
+    pub async fn send_routed(
+        &self,
+        target: &str,
+        payload: Payload,
+        route: Option<RouteOptions>,
+    ) -> Result<Payload, MeshError> {
+        let (reply, rx) = oneshot::channel();
+        self.command(CoreMsg::SendRouted {
+            target: target.to_owned(),
+            payload,
+            route,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| MeshError::Stopped)?
+    }
+
+    /// Sends a one-way onion message to `target`; returns the circuit and route used.
+    pub async fn send_onion(
+        &self,
+        target: &str,
+        payload: Payload,
+        route: Option<RouteOptions>,
+    ) -> Result<RouteInfo, MeshError> {
+        let (reply, rx) = oneshot::channel();
+        self.command(CoreMsg::SendOnion {
+            target: target.to_owned(),
+            payload,
+            route,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| MeshError::Stopped)?
+    }
+
+    /// Answers a routed request along its reply route.
+    pub async fn respond_routed(&self, to: RoutedReply, payload: Payload) -> Result<(), MeshError> {
+        let (reply, rx) = oneshot::channel();
+        self.command(CoreMsg::RespondRouted { to, payload, reply }).await?;
+        rx.await.map_err(|_| MeshError::Stopped)?
+    }
+
+    /// Counters of routed traffic (forwarded, delivered, drops by reason).
+    pub async fn relay_stats(&self) -> Result<RelayStats, MeshError> {
+        let (reply, rx) = oneshot::channel();
+        self.command(CoreMsg::RelayStats(reply)).await?;
+        rx.await.map_err(|_| MeshError::Stopped)
+    }
+
     /// Counts of refused file input (unknown transfers, malformed packets, refused offers).
     pub async fn file_stats(&self) -> Result<FileStats, MeshError> {
         let (reply, rx) = oneshot::channel();
@@ -489,12 +568,9 @@ impl Mesh {
                 max_connecting: 32,
             },
             files: FileConfig::default(),
+            routing: None,
+            relay: RelayConfig::default(),
         }
-    }
-
-    /// Our peer id (40 hex digits).
-    pub fn peer_id(&self) -> &str {
-        self.handle.peer_id()
     }
 
     /// A cloneable handle for sending and responding from other tasks, while one task reads
@@ -508,36 +584,6 @@ impl Mesh {
     /// already received, timers and `stop` go on).
     pub async fn next_event(&mut self) -> Option<MeshEvent> {
         self.events.recv().await
-    }
-
-    /// Sends `payload` to `peer` and waits for its response (or the request timeout).
-    pub async fn send(&self, peer: &str, payload: Payload) -> Result<Payload, MeshError> {
-        self.handle.send(peer, payload).await
-    }
-
-    /// Sends `payload` to `peer` expecting no response.
-    pub async fn send_no_reply(&self, peer: &str, payload: Payload) -> Result<(), MeshError> {
-        self.handle.send_no_reply(peer, payload).await
-    }
-
-    /// Answers the message `handle` names.
-    pub async fn respond(&self, handle: ResponseHandle, payload: Payload) -> Result<(), MeshError> {
-        self.handle.respond(handle, payload).await
-    }
-
-    /// The peers linked now (40 hex digits each), sorted.
-    pub async fn peers(&self) -> Result<Vec<PeerId>, MeshError> {
-        self.handle.peers().await
-    }
-
-    /// Starts sending a file; see [`MeshHandle::send_file`].
-    pub async fn send_file(
-        &self,
-        peer: &str,
-        source: FileSource,
-        options: FileOptions,
-    ) -> Result<FileSession, MeshError> {
-        self.handle.send_file(peer, source, options).await
     }
 
     /// Leaves: sends `stopped` to every connected tracker, closes every link, ends the tasks.
@@ -566,6 +612,16 @@ impl Mesh {
                 abort.abort();
             }
         }
+    }
+}
+
+/// Every [`MeshHandle`] operation (send, respond, send_file, routed sends, stats, ...) works
+/// on the `Mesh` itself.
+impl std::ops::Deref for Mesh {
+    type Target = MeshHandle;
+
+    fn deref(&self) -> &MeshHandle {
+        &self.handle
     }
 }
 

@@ -77,14 +77,25 @@ pub async fn serve_one(
     (peer, payload)
 }
 
-/// Our tracker, in-process on 127.0.0.1 (`listen` "127.0.0.1:0" for any port).
+/// Our tracker, in-process on 127.0.0.1 (`listen` "127.0.0.1:0" for any port). A fixed port
+/// just released by a stopped tracker may take a moment to be free again: retried, bounded.
 pub async fn start_tracker(listen: &str) -> Tracker {
-    Tracker::start(Config {
-        listen: listen.into(),
-        ..Config::default()
-    })
-    .await
-    .unwrap()
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let started = Tracker::start(Config {
+            listen: listen.into(),
+            ..Config::default()
+        })
+        .await;
+        match started {
+            Ok(t) => return t,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("tracker on {listen} not up yet ({e}); retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("tracker on {listen}: {e}"),
+        }
+    }
 }
 
 /// A raw peer: announces one memory offer over its own WebSocket, and returns the link the

@@ -1,0 +1,2 @@
+//! Layered onion routing between Rust peers: Sphinx-style packets (per-hop X25519 + HKDF keys,
+//! header MACs, fixed packet length, replay caches, reply blocks).

@@ -1,0 +1,432 @@
+//! Routed delivery through relays, compatible with GhostMesh: onion packets
+//! (`onion-forward` layers around an `onion-deliver`) and routed request/response
+//! (`route-request` / `route-response` carried inside them).
+//!
+//! Differences from GhostMesh, all compatible on the wire:
+//! - TTLs that survive any route length (GhostMesh's default ttl kills routes with two or more
+//!   relays; see [`packet::wrap`]); relays keep GhostMesh's rule (inner ttl = ttl - 1).
+//! - Bounds at relays, each drop counted in [`RelayStats`]: ttl spent, next hop not linked,
+//!   next hop is ourselves, packet over [`RelayConfig::max_packet_bytes`] (GhostMesh's layers
+//!   double in size per hop), malformed layers, reply routes over [`RelayConfig::max_hops`].
+//! - Routed requests time out with the mesh's request timeout, and pending ones are bounded.
+//!
+//! The GhostMesh format is readable by every relay (the layers are plain JSON); encrypted
+//! layered packets between Rust peers live in [`crate::onion`].
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use crate::mesh::{MeshError, PeerId};
+use crate::wire::Payload;
+
+pub mod packet;
+
+/// How a routed message travels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteOptions {
+    /// Explicit relays, in order (the first must be linked to us). Empty: choose `hops`.
+    pub through: Vec<PeerId>,
+    /// Relays chosen at random from linked peers when `through` is empty. Default 2
+    /// (GhostMesh's default).
+    pub hops: usize,
+}
+
+impl Default for RouteOptions {
+    fn default() -> Self {
+        RouteOptions {
+            through: Vec::new(),
+            hops: 2,
+        }
+    }
+}
+
+/// Bounds on routing.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Most relays on a route we build, and most entries in a reply route we accept.
+    /// Default 8.
+    pub max_hops: usize,
+    /// Largest onion packet relayed or accepted, in bytes of its layer text. Default 1 MiB.
+    pub max_packet_bytes: usize,
+    /// Most routed requests awaiting a response. Default 1024.
+    pub max_pending: usize,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            max_hops: 8,
+            max_packet_bytes: 1 << 20,
+            max_pending: 1024,
+        }
+    }
+}
+
+/// Counters of routed traffic seen by this peer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RelayStats {
+    /// Layers passed on to the next hop.
+    pub forwarded: u64,
+    /// Packets delivered to us.
+    pub delivered: u64,
+    /// Dropped: ttl spent.
+    pub dropped_ttl: u64,
+    /// Dropped: the next hop is not linked to us.
+    pub dropped_unknown_next: u64,
+    /// Dropped: the next hop is ourselves.
+    pub dropped_loop: u64,
+    /// Dropped: over `max_packet_bytes`.
+    pub dropped_too_large: u64,
+    /// Dropped: not a valid layer.
+    pub dropped_malformed: u64,
+    /// Dropped: a reply route longer than `max_hops` + 1.
+    pub dropped_hops: u64,
+    /// Route responses matching no pending request (late, or forged).
+    pub unmatched_responses: u64,
+}
+
+/// Where a routed message went or came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteInfo {
+    /// The circuit id (16 hex characters), the same in every layer.
+    pub circuit_id: String,
+    /// The peers after us: relays, then the target (outgoing); or the route back as the
+    /// packet claims it (incoming routed requests; empty for plain onion messages, which name
+    /// no sender).
+    pub route: Vec<PeerId>,
+}
+
+/// Answers one routed request along its reply route; see
+/// [`MeshHandle::respond_routed`](crate::mesh::MeshHandle::respond_routed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutedReply {
+    pub(crate) circuit_id: String,
+    pub(crate) request_id: String,
+    /// Relays back, then the requester.
+    pub(crate) reply_route: Vec<PeerId>,
+}
+
+/// A routed message for the application.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OnionMessage {
+    /// For a routed request, the requester as it claims to be (unauthenticated, as in
+    /// GhostMesh); for a plain onion message, the neighbour that delivered it.
+    pub from: PeerId,
+    /// The content.
+    pub payload: Payload,
+    /// Circuit and route.
+    pub info: RouteInfo,
+    /// Present for routed requests: answer with it.
+    pub reply: Option<RoutedReply>,
+}
+
+struct Pending {
+    reply: oneshot::Sender<Result<Payload, MeshError>>,
+    deadline: Instant,
+}
+
+/// What the core must do after a routed packet.
+#[derive(Debug)]
+pub(crate) enum Action {
+    /// Send `packet` one-way to `peer`.
+    Send(PeerId, Value),
+    /// Tell the application.
+    Deliver(OnionMessage),
+}
+
+/// The core's routing state.
+pub(crate) struct Relay {
+    cfg: RelayConfig,
+    me: PeerId,
+    pending: HashMap<String, Pending>,
+    pub(crate) stats: RelayStats,
+}
+
+/// 16 lowercase hex characters (GhostMesh's `_createPacketId`).
+fn packet_id<R: Rng + ?Sized>(rng: &mut R) -> String {
+    let mut b = [0u8; 8];
+    rng.fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn route_err(msg: String) -> MeshError {
+    MeshError::Route(msg)
+}
+
+impl Relay {
+    pub(crate) fn new(cfg: RelayConfig, me: PeerId) -> Self {
+        Relay {
+            cfg,
+            me,
+            pending: HashMap::new(),
+            stats: RelayStats::default(),
+        }
+    }
+
+    /// The route to `target`: relays (explicit, or chosen at random among `linked`), then
+    /// `target`.
+    pub(crate) fn build_route<R: Rng + ?Sized>(
+        &self,
+        rng: &mut R,
+        linked: &[PeerId],
+        target: &str,
+        opts: &RouteOptions,
+    ) -> Result<Vec<PeerId>, MeshError> {
+        if !packet::is_peer_id(target) {
+            return Err(route_err(format!("{target:?} is not a peer id")));
+        }
+        let mut route: Vec<PeerId> = if opts.through.is_empty() {
+            let candidates: Vec<&PeerId> = linked.iter().filter(|p| p.as_str() != target && **p != self.me).collect();
+            if candidates.len() < opts.hops {
+                return Err(route_err(format!(
+                    "{} relays wanted, {} linked peers can relay",
+                    opts.hops,
+                    candidates.len()
+                )));
+            }
+            rand::seq::index::sample(rng, candidates.len(), opts.hops)
+                .into_iter()
+                .map(|i| candidates[i].clone())
+                .collect()
+        } else {
+            opts.through.clone()
+        };
+        if route.len() > self.cfg.max_hops {
+            return Err(route_err(format!("{} relays, max_hops is {}", route.len(), self.cfg.max_hops)));
+        }
+        route.push(target.to_owned());
+        for (i, hop) in route.iter().enumerate() {
+            if !packet::is_peer_id(hop) || *hop == self.me || route[..i].contains(hop) {
+                return Err(route_err(format!("bad route: {hop:?} is not a peer id, is us, or repeats")));
+            }
+        }
+        if !linked.contains(&route[0]) {
+            return Err(MeshError::Send(crate::node::SendError::NoLink));
+        }
+        Ok(route)
+    }
+
+    /// A one-way onion message to `target`.
+    pub(crate) fn onion<R: Rng + ?Sized>(
+        &self,
+        rng: &mut R,
+        linked: &[PeerId],
+        target: &str,
+        payload: &Payload,
+        opts: &RouteOptions,
+    ) -> Result<(Action, RouteInfo), MeshError> {
+        let route = self.build_route(rng, linked, target, opts)?;
+        let circuit_id = packet_id(rng);
+        let p = packet::wrap(&circuit_id, &route, payload);
+        Ok((Action::Send(route[0].clone(), p), RouteInfo { circuit_id, route }))
+    }
+
+    /// A routed request to `target`, answered through the reply route.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn request<R: Rng + ?Sized>(
+        &mut self,
+        rng: &mut R,
+        now: Instant,
+        timeout: Duration,
+        linked: &[PeerId],
+        target: &str,
+        payload: &Payload,
+        opts: &RouteOptions,
+        reply: oneshot::Sender<Result<Payload, MeshError>>,
+    ) -> Option<Action> {
+        if self.pending.len() >= self.cfg.max_pending {
+            let _ = reply.send(Err(route_err(format!(
+                "{} routed requests already pending (max_pending)",
+                self.cfg.max_pending
+            ))));
+            return None;
+        }
+        let route = match self.build_route(rng, linked, target, opts) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return None;
+            }
+        };
+        let (circuit_id, request_id) = (packet_id(rng), packet_id(rng));
+        let mut reply_route: Vec<PeerId> = route[..route.len() - 1].iter().rev().cloned().collect();
+        reply_route.push(self.me.clone());
+        let body = packet::route_request(&circuit_id, &request_id, &self.me, &reply_route, payload);
+        let p = packet::wrap(&circuit_id, &route, &Payload::Json(body));
+        self.pending.insert(
+            request_id,
+            Pending {
+                reply,
+                deadline: now + timeout,
+            },
+        );
+        Some(Action::Send(route[0].clone(), p))
+    }
+
+    /// The response to a routed request, along its reply route.
+    pub(crate) fn respond(&self, linked: &[PeerId], reply: &RoutedReply, payload: &Payload) -> Result<Action, MeshError> {
+        let first = reply
+            .reply_route
+            .first()
+            .ok_or_else(|| route_err("empty reply route".into()))?;
+        if !linked.contains(first) {
+            return Err(MeshError::Send(crate::node::SendError::NoLink));
+        }
+        let body = packet::route_response(&reply.circuit_id, &reply.request_id, &self.me, payload);
+        let p = packet::wrap(&reply.circuit_id, &reply.reply_route, &Payload::Json(body));
+        Ok(Action::Send(first.clone(), p))
+    }
+
+    /// When the next routed request times out.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.pending.values().map(|p| p.deadline).min()
+    }
+
+    /// Times out routed requests past their deadline.
+    pub(crate) fn tick(&mut self, now: Instant) {
+        self.pending.retain(|_, p| {
+            let alive = now < p.deadline;
+            if !alive {
+                let (tx, _) = oneshot::channel();
+                let reply = std::mem::replace(&mut p.reply, tx);
+                let _ = reply.send(Err(MeshError::Timeout));
+            }
+            alive
+        });
+    }
+
+    /// The mesh stops: pending requests fail.
+    pub(crate) fn shutdown(&mut self) {
+        for (_, p) in self.pending.drain() {
+            let _ = p.reply.send(Err(MeshError::Stopped));
+        }
+    }
+
+    /// An onion packet from the neighbour `peer`.
+    pub(crate) fn on_packet(&mut self, peer: &PeerId, v: &Value, linked: impl Fn(&str) -> bool) -> Option<Action> {
+        let size = v.get("payload").or_else(|| v.get("msg")).and_then(Value::as_str).map_or(0, str::len);
+        if size > self.cfg.max_packet_bytes {
+            self.stats.dropped_too_large += 1;
+            return None;
+        }
+        let Some(ttl) = v.get("ttl").and_then(Value::as_i64) else {
+            self.stats.dropped_malformed += 1;
+            return None;
+        };
+        let circuit_id = v.get("circuitId").and_then(Value::as_str).unwrap_or_default().to_owned();
+        match v.get(packet::ONION_KEY).and_then(Value::as_str) {
+            Some("onion-forward") => {
+                if ttl <= 0 {
+                    self.stats.dropped_ttl += 1;
+                    return None;
+                }
+                let Some(next) = v.get("nextPeerId").and_then(Value::as_str).filter(|n| packet::is_peer_id(n)) else {
+                    self.stats.dropped_malformed += 1;
+                    return None;
+                };
+                if next == self.me {
+                    self.stats.dropped_loop += 1;
+                    return None;
+                }
+                if !linked(next) {
+                    self.stats.dropped_unknown_next += 1;
+                    return None;
+                }
+                let inner: Option<Value> = v
+                    .get("payload")
+                    .and_then(Value::as_str)
+                    .and_then(|s| serde_json::from_str(s).ok())
+                    .filter(|i: &Value| i.is_object() && packet::is_onion(i));
+                let Some(mut inner) = inner else {
+                    self.stats.dropped_malformed += 1;
+                    return None;
+                };
+                // GhostMesh's rule: the inner ttl becomes ours minus one.
+                inner["ttl"] = (ttl - 1).into();
+                self.stats.forwarded += 1;
+                Some(Action::Send(next.to_owned(), inner))
+            }
+            Some("onion-deliver") => {
+                if ttl <= 0 {
+                    self.stats.dropped_ttl += 1;
+                    return None;
+                }
+                let Some(payload) = packet::msg_payload(v) else {
+                    self.stats.dropped_malformed += 1;
+                    return None;
+                };
+                self.stats.delivered += 1;
+                self.delivered(peer, circuit_id, payload)
+            }
+            _ => {
+                self.stats.dropped_malformed += 1;
+                None
+            }
+        }
+    }
+
+    fn delivered(&mut self, peer: &PeerId, circuit_id: String, payload: Payload) -> Option<Action> {
+        let body = match &payload {
+            Payload::Json(v) => packet::route_kind(v).map(|k| (k, v)),
+            Payload::Text(_) => None,
+        };
+        match body {
+            Some(("route-request", v)) => {
+                let request_id = v.get("requestId").and_then(Value::as_str);
+                let origin = v.get("originPeerId").and_then(Value::as_str);
+                let route: Option<Vec<PeerId>> = v.get("replyRoute").and_then(Value::as_array).and_then(|a| {
+                    a.iter()
+                        .map(|p| p.as_str().filter(|s| packet::is_peer_id(s)).map(str::to_owned))
+                        .collect()
+                });
+                let (Some(request_id), Some(origin), Some(reply_route), Some(inner)) =
+                    (request_id, origin, route, packet::msg_payload(v))
+                else {
+                    self.stats.dropped_malformed += 1;
+                    return None;
+                };
+                if reply_route.is_empty() || reply_route.len() > self.cfg.max_hops + 1 {
+                    self.stats.dropped_hops += 1;
+                    return None;
+                }
+                let info = RouteInfo {
+                    circuit_id: circuit_id.clone(),
+                    route: reply_route.iter().rev().cloned().collect(),
+                };
+                Some(Action::Deliver(OnionMessage {
+                    from: origin.to_owned(),
+                    payload: inner,
+                    info,
+                    reply: Some(RoutedReply {
+                        circuit_id,
+                        request_id: request_id.to_owned(),
+                        reply_route,
+                    }),
+                }))
+            }
+            Some((_, v)) => {
+                let request_id = v.get("requestId").and_then(Value::as_str).unwrap_or_default();
+                match (self.pending.remove(request_id), packet::msg_payload(v)) {
+                    (Some(p), Some(inner)) => {
+                        let _ = p.reply.send(Ok(inner));
+                    }
+                    _ => self.stats.unmatched_responses += 1,
+                }
+                None
+            }
+            None => Some(Action::Deliver(OnionMessage {
+                from: peer.clone(),
+                payload,
+                info: RouteInfo {
+                    circuit_id,
+                    route: Vec::new(),
+                },
+                reply: None,
+            })),
+        }
+    }
+}
