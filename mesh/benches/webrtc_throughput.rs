@@ -1,7 +1,10 @@
 //! WebRTC link throughput and connect time: two webrtc-rs peers in one process on 127.0.0.1.
 //!
-//! `cargo bench -p ghostmesh --bench webrtc_throughput [-- <MiB per run>]` (default 64 MiB).
-//! Prints MB/s (10^6 bytes/s) from the first send to the receiver holding the last byte.
+//! `cargo bench -p ghostmesh --bench webrtc_throughput [-- <MiB per run> [<rounds>]]`
+//! (default 64 MiB, 3 rounds). Each round runs every configuration once, one after the other,
+//! so configurations are compared side by side under the same load. Prints connect times
+//! (create_offer → both channels open) and MB/s (10^6 bytes/s) from the first send to the
+//! receiver holding the last byte.
 #![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
@@ -54,11 +57,22 @@ async fn throughput(cfg: &WebRtcConfig, msg: usize, total: usize) -> f64 {
     bytes as f64 / secs / 1e6
 }
 
+fn ms(d: &Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1e3)
+}
+
+fn list(v: &[f64]) -> String {
+    let items: Vec<String> = v.iter().map(|x| format!("{x:.1}")).collect();
+    items.join(" / ")
+}
+
 fn main() {
-    let mib: usize = std::env::args()
+    let nums: Vec<usize> = std::env::args()
         .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(64);
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let mib = nums.first().copied().unwrap_or(64);
+    let rounds = nums.get(1).copied().unwrap_or(3);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -66,35 +80,80 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         let cfg = WebRtcConfig::bound_to("127.0.0.1:0");
-        let mut times = Vec::new();
-        for _ in 0..5 {
-            let (a, b, t) = connect(&cfg).await;
-            times.push(t);
-            a.close().await;
-            b.close().await;
-        }
-        println!("connect (offer → both channels open), 5 runs: {times:?}");
-        let fast = WebRtcConfig {
-            ice_check_interval: Some(Duration::from_millis(10)),
+        // What the link did before setup wake-ups, active offers and the 1052-byte SCTP MTU.
+        let stack = cfg.clone().stack_defaults();
+        // Only between two webrtc-rs peers on loopback (see `WebRtcConfig::sctp_mtu`).
+        let loopback_mtu = WebRtcConfig {
+            sctp_mtu: Some(16384),
             ..cfg.clone()
         };
-        let (a, b, t) = connect(&fast).await;
-        println!("connect with 10 ms ICE check interval: {t:?}");
-        a.close().await;
-        b.close().await;
 
-        for msg in [16 * 1024, 64 * 1024] {
-            let mbs = throughput(&cfg, msg, mib * 1024 * 1024).await;
+        let connect_cases = [("defaults", &cfg), ("stack_defaults()", &stack)];
+        let mut times: Vec<Vec<Duration>> = vec![Vec::new(); connect_cases.len()];
+        for _ in 0..5 {
+            for (i, (_, c)) in connect_cases.iter().enumerate() {
+                let (a, b, t) = connect(c).await;
+                times[i].push(t);
+                a.close().await;
+                b.close().await;
+            }
+        }
+        for ((name, _), t) in connect_cases.iter().zip(&times) {
+            let l: Vec<String> = t.iter().map(ms).collect();
             println!(
-                "{} KiB messages, {mib} MiB, 4 MiB socket buffers, 1 MiB send limit: {mbs:.1} MB/s",
-                msg / 1024
+                "connect (create_offer -> both channels open), {name}: {} ms",
+                l.join(" / ")
             );
         }
-        let small = WebRtcConfig {
+
+        let cases: [(&str, &WebRtcConfig, usize); 6] = [
+            ("16 KiB, stack_defaults()", &stack, 16 * 1024),
+            ("16 KiB, defaults", &cfg, 16 * 1024),
+            (
+                "16 KiB, sctp_mtu 16384 (loopback only)",
+                &loopback_mtu,
+                16 * 1024,
+            ),
+            ("64 KiB, stack_defaults()", &stack, 64 * 1024),
+            ("64 KiB, defaults", &cfg, 64 * 1024),
+            (
+                "64 KiB, sctp_mtu 16384 (loopback only)",
+                &loopback_mtu,
+                64 * 1024,
+            ),
+        ];
+        let mut results: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+        for _ in 0..rounds {
+            for (i, (_, c, msg)) in cases.iter().enumerate() {
+                results[i].push(throughput(c, *msg, mib * 1024 * 1024).await);
+            }
+        }
+        println!(
+            "throughput, {mib} MiB per run, {rounds} rounds (each round runs every case once):"
+        );
+        for ((name, _, _), r) in cases.iter().zip(&results) {
+            println!("  {name}: {} MB/s", list(r));
+        }
+        for (new, old) in [(1, 0), (2, 0), (4, 3), (5, 3)] {
+            let ratios: Vec<f64> = results[new]
+                .iter()
+                .zip(&results[old])
+                .map(|(n, o)| n / o)
+                .collect();
+            println!(
+                "  ratio {} / {}: {}",
+                cases[new].0,
+                cases[old].0.split(", ").nth(1).unwrap_or(""),
+                list(&ratios)
+            );
+        }
+
+        let small_bufs = WebRtcConfig {
             socket_buffer_bytes: 0,
             ..cfg.clone()
         };
-        let mbs = throughput(&small, 16 * 1024, 16 * 1024 * 1024).await;
-        println!("16 KiB messages, 16 MiB, OS-default socket buffers: {mbs:.1} MB/s");
+        let m = mib.min(16);
+        let mbs = throughput(&small_bufs, 16 * 1024, m * 1024 * 1024).await;
+        println!("16 KiB messages, {m} MiB, defaults but OS-default socket buffers: {mbs:.1} MB/s");
     });
 }

@@ -25,6 +25,15 @@ async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
 
 /// Connects a pair: (offerer link, answerer link, connect time).
 async fn pair(cfg: &WebRtcConfig) -> (Box<dyn Link>, Box<dyn Link>, Duration) {
+    pair_with(cfg, cfg).await
+}
+
+/// Connects a pair whose offerer and answerer use different configurations.
+async fn pair_with(
+    offerer: &WebRtcConfig,
+    answerer: &WebRtcConfig,
+) -> (Box<dyn Link>, Box<dyn Link>, Duration) {
+    let cfg = offerer;
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);
     let label = random_label(&mut rng);
     let t0 = Instant::now();
@@ -34,7 +43,9 @@ async fn pair(cfg: &WebRtcConfig) -> (Box<dyn Link>, Box<dyn Link>, Duration) {
         "{offer}"
     );
     assert!(!offer.contains("a=ice-options:trickle"));
-    let (answer, pending_answer) = within("answer", accept_offer(cfg, &offer)).await.unwrap();
+    let (answer, pending_answer) = within("answer", accept_offer(answerer, &offer))
+        .await
+        .unwrap();
     assert!(answer.starts_with(r#"{"type":"answer","sdp":"#), "{answer}");
     let (a, b) = within("open", async {
         tokio::join!(
@@ -258,6 +269,102 @@ async fn a_slow_reader_backpressures_the_sender() {
             Some(Frame::Binary(m)) => assert_eq!(u32::from_be_bytes(m[..4].try_into().unwrap()), i),
             other => panic!("message {i}: {other:?}"),
         }
+    }
+    a.close().await;
+}
+
+/// Sends one text message each way and checks both arrive.
+async fn ping_both_ways(a: &dyn Link, b: &dyn Link) {
+    a.send(Frame::Text("ping".into())).await.unwrap();
+    assert_eq!(recv(b).await, Some(Frame::Text("ping".into())));
+    let big = Frame::Binary((0..64 * 1024).map(|i| (i % 253) as u8).collect());
+    b.send(big.clone()).await.unwrap();
+    assert_eq!(recv(a).await, Some(big));
+}
+
+/// The setup wake-ups (`setup_wake_interval`) and the active offer (`offer_dtls_client`) take
+/// connection setup from ~600 ms (webrtc-rs's own timing) to milliseconds on loopback. Best of
+/// three, with a loose bound, so a loaded machine does not fail it; the old timing cannot pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_config_connects_well_under_the_stack_default_600_ms() {
+    let mut best = Duration::MAX;
+    for _ in 0..3 {
+        let (a, b, took) = pair(&cfg()).await;
+        best = best.min(took);
+        ping_both_ways(&*a, &*b).await;
+        a.close().await;
+        b.close().await;
+    }
+    println!("best connect time with the defaults: {best:?}");
+    assert!(best < Duration::from_millis(300), "best connect {best:?}");
+}
+
+/// webrtc-rs's own timing, packet size and `actpass` offers still connect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stack_defaults_still_connect() {
+    let old = cfg().stack_defaults();
+    assert_eq!(old.setup_wake_interval, None);
+    assert!(!old.offer_dtls_client);
+    assert_eq!(old.sctp_mtu, None);
+    let (a, b, took) = pair(&old).await;
+    println!("connect with stack_defaults(): {took:?}");
+    ping_both_ways(&*a, &*b).await;
+    a.close().await;
+    b.close().await;
+}
+
+/// A peer with the new defaults and one with webrtc-rs's behaviour connect in both roles: the
+/// answerer must answer `a=setup:passive` to an `active` offer (webrtc-rs alone would answer
+/// `active`, and both ends would wait as DTLS servers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_and_stack_default_configs_connect_in_both_roles() {
+    let new = cfg();
+    let old = cfg().stack_defaults();
+    for (offerer, answerer, what) in [(&new, &old, "new offers"), (&old, &new, "old offers")] {
+        let (a, b, took) = pair_with(offerer, answerer).await;
+        println!("{what}: connected in {took:?}");
+        ping_both_ways(&*a, &*b).await;
+        a.close().await;
+        b.close().await;
+    }
+}
+
+/// The offer says `a=setup:active` by default, `actpass` without `offer_dtls_client`; the
+/// answer to an active offer says `passive`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offers_and_answers_carry_the_expected_dtls_setup() {
+    let (_p, offer) = within("offer", create_offer(&cfg(), "x")).await.unwrap();
+    assert!(offer.contains("a=setup:active"), "{offer}");
+    assert!(!offer.contains("a=setup:actpass"), "{offer}");
+    let (answer, _pa) = within("answer", accept_offer(&cfg(), &offer))
+        .await
+        .unwrap();
+    assert!(answer.contains("a=setup:passive"), "{answer}");
+
+    let actpass = WebRtcConfig {
+        offer_dtls_client: false,
+        ..cfg()
+    };
+    let (_p, offer) = within("offer", create_offer(&actpass, "x")).await.unwrap();
+    assert!(offer.contains("a=setup:actpass"), "{offer}");
+    let (answer, _pa) = within("answer", accept_offer(&cfg(), &offer))
+        .await
+        .unwrap();
+    assert!(answer.contains("a=setup:active"), "{answer}");
+}
+
+/// A large SCTP MTU (the loopback-only option) carries messages of every size, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_sctp_mtu_on_loopback_carries_every_size() {
+    let big_mtu = WebRtcConfig {
+        sctp_mtu: Some(16384),
+        ..cfg()
+    };
+    let (a, b, _) = pair(&big_mtu).await;
+    for size in [1, 1000, 16 * 1024, 16 * 1024 + 1, 64 * 1024, 256 * 1024] {
+        let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        a.send(Frame::Binary(payload.clone())).await.unwrap();
+        assert_eq!(recv(&*b).await, Some(Frame::Binary(payload)), "{size}");
     }
     a.close().await;
 }
