@@ -550,13 +550,18 @@ async fn files_cross_real_webrtc_in_both_formats() {
     let b_id = wait_for(&mut a, "A meets B", connected("A")).await;
     wait_for(&mut b, "B meets A", connected("B")).await;
     for fast in [false, true] {
-        let d = data(3 << 20, 13);
-        let out = a.send_file(&b_id, FileSource::bytes(d.clone()), opts(fast)).await.unwrap();
-        let inc = incoming(&mut b).await;
-        within("webrtc transfer", inc.wait_until_complete()).await.unwrap();
-        within("sender done", out.wait_until_complete()).await.unwrap();
-        assert_eq!(out.fast_path(), fast);
-        assert_eq!(sha256_hex(&inc.read_range(0, d.len() as u64).await.unwrap()), sha256_hex(&d));
+        for size in [0usize, 1, 12_287, 12_288, 12_289, 3 << 20] {
+            let d = data(size, 13 + size as u64);
+            let out = a.send_file(&b_id, FileSource::bytes(d.clone()), opts(fast)).await.unwrap();
+            let inc = incoming(&mut b).await;
+            within("webrtc transfer", inc.wait_until_complete()).await.unwrap();
+            within("sender done", out.wait_until_complete()).await.unwrap();
+            if size == 3 << 20 {
+                assert_eq!(out.fast_path(), fast);
+            }
+            let got = inc.read_range(0, d.len() as u64).await.unwrap();
+            assert_eq!(sha256_hex(&got), sha256_hex(&d), "size {size} fast {fast}");
+        }
     }
     a.stop().await;
     b.stop().await;

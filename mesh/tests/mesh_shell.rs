@@ -62,6 +62,18 @@ async fn memory_meshes_meet_talk_and_keep_json_key_order() {
     assert_eq!(wait_for(&mut a, "A meets B", connected("A")).await, b_id);
     assert_eq!(wait_for(&mut b, "B meets A", connected("B")).await, a_id);
     assert_eq!(a.peers().await.unwrap(), vec![b_id.clone()]);
+    // Events are also a Stream.
+    b.send_no_reply(&a_id, "via stream".into()).await.unwrap();
+    let got = within("a streamed event", async {
+        use futures_util::StreamExt;
+        loop {
+            if let Some(MeshEvent::Message { payload, .. }) = a.next().await {
+                return payload;
+            }
+        }
+    })
+    .await;
+    assert_eq!(got, Payload::from("via stream"));
 
     // Key order survives (JavaScript peers see JSON.stringify order, not sorted keys).
     let value: serde_json::Value = serde_json::from_str(r#"{"zeta":1,"alpha":{"y":2,"b":3}}"#).unwrap();

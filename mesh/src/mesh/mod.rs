@@ -615,6 +615,18 @@ impl Mesh {
     }
 }
 
+/// Events as an async stream (the same as [`Mesh::next_event`]).
+impl futures_util::Stream for Mesh {
+    type Item = MeshEvent;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<MeshEvent>> {
+        self.events.poll_recv(cx)
+    }
+}
+
 /// Every [`MeshHandle`] operation (send, respond, send_file, routed sends, stats, ...) works
 /// on the `Mesh` itself.
 impl std::ops::Deref for Mesh {
