@@ -1,2 +1,6 @@
 //! Layered onion routing between Rust peers: Sphinx-style packets (per-hop X25519 + HKDF keys,
 //! header MACs, fixed packet length, replay caches, reply blocks).
+
+pub(crate) mod crypto;
+pub mod replay;
+pub mod sphinx;
