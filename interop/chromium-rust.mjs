@@ -25,126 +25,18 @@
 import { spawn } from 'node:child_process'
 import { createServer } from 'node:http'
 import { createInterface } from 'node:readline'
-import { createHash } from 'node:crypto'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { isDeepStrictEqual } from 'node:util'
-import { runOrchestrator, check, checkEqual, withTimeout, StepError, STEP_TIMEOUT_MS } from './lib/common.mjs'
+import { runOrchestrator, StepError } from './lib/common.mjs'
+import { Events, exchange } from './lib/rust-peer.mjs'
 
 const IDENTIFIER = 'ghostmesh-interop rust+chromium \u2713'
-const INFO_HASH = createHash('sha1').update(IDENTIFIER, 'utf8').digest('hex')
 const ORDER = process.env.INTEROP_ORDER || 'chromium-first'
 const CHROMIUM = process.env.CHROMIUM || 'chromium'
 const P2PT_BUNDLE = new URL('./node_modules/p2pt/dist/p2pt.iife.js', import.meta.url)
 
-/** 100,000 code points; an emoji (2 UTF-16 units) starts at unit 16000k - 1 for every k. */
-function bigString (tag) {
-  const fill = `${tag} h\u00e9llo w\u00f6rld \u2192 `
-  let s = ''
-  let chars = 0
-  let i = 0
-  while (chars < 100_000) {
-    if ((s.length + 1) % 16_000 === 0) s += '\u{1F44B}'
-    else s += fill[i++ % fill.length]
-    chars++
-  }
-  return s
-}
-
-/** Deep equality (serde_json sorts object keys, so the Rust echo has another key order). */
-function checkSameValue (actual, expected, step, what) {
-  if (!isDeepStrictEqual(actual, expected)) checkEqual(actual, expected, step, what)
-}
-
-/** Events from one peer, consumed in order by name, every wait bounded. */
-class Events {
-  constructor (role) {
-    this.role = role
-    this.events = []
-    this.waiters = []
-    this.failure = null
-  }
-
-  push (msg) {
-    const i = this.waiters.findIndex(w => w.names.includes(msg.event))
-    if (i >= 0) this.waiters.splice(i, 1)[0].resolve(msg)
-    else this.events.push(msg)
-  }
-
-  fail (err) {
-    if (this.failure) return
-    this.failure = err
-    for (const w of this.waiters.splice(0)) w.reject(err)
-    process.emit('uncaughtException', err)
-  }
-
-  next (names, step, ms = STEP_TIMEOUT_MS) {
-    const want = [].concat(names)
-    const i = this.events.findIndex(e => want.includes(e.event))
-    if (i >= 0) return Promise.resolve(this.events.splice(i, 1)[0])
-    if (this.failure) return Promise.reject(this.failure)
-    const waiter = { names: want }
-    const p = new Promise((resolve, reject) => Object.assign(waiter, { resolve, reject }))
-    this.waiters.push(waiter)
-    return withTimeout(p, `${this.role}: ${step} (waiting for ${want.map(n => `"${n}"`).join(' or ')})`, ms).catch(err => {
-      this.waiters = this.waiters.filter(w => w !== waiter)
-      throw err
-    })
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The Rust peer: `RUST_PEER_CMD --json ...`, one JSON event per stdout line, commands on stdin.
-
-class RustPeer extends Events {
-  constructor (cmd, url) {
-    super('Rust')
-    this.finishing = false
-    const args = ['--tracker', url, '--identifier', IDENTIFIER, '--bind', '127.0.0.1', '--json',
-      '--reply', 'echo', '--request-timeout', String(Math.round(STEP_TIMEOUT_MS / 1000))]
-    this.child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] })
-    process.on('exit', () => this.kill())
-    this.exited = new Promise(resolve => {
-      this.child.once('exit', (code, signal) => {
-        this.exitStatus = { code, signal }
-        resolve(this.exitStatus)
-        if (!this.finishing) this.fail(new StepError('Rust process', `exited unexpectedly (code ${code}, signal ${signal})`))
-      })
-    })
-    this.child.once('error', err => this.fail(new StepError('Rust process', `spawn of ${cmd} failed: ${err.message}`)))
-    this.child.stdin.on('error', () => {})
-    createInterface({ input: this.child.stderr }).on('line', line => process.stderr.write(`[Rust] ${line}\n`))
-    createInterface({ input: this.child.stdout }).on('line', line => {
-      let msg = null
-      try { msg = JSON.parse(line) } catch {}
-      if (!msg || typeof msg.event !== 'string') return process.stderr.write(`[Rust stdout] ${line}\n`)
-      if (msg.event === 'warning') return this.fail(new StepError('Rust: tracker warning', `${msg.url}: ${msg.message}`))
-      if (msg.event === 'closed' && !this.finishing) return this.fail(new StepError('Rust: peer connection', `peer ${msg.id} closed before teardown`))
-      this.push(msg)
-    })
-  }
-
-  send (obj) { this.child.stdin.write(JSON.stringify(obj) + '\n') }
-
-  async response (step) {
-    const r = await this.next(['response', 'error'], step)
-    if (r.event === 'error') throw new StepError(`Rust: ${step}`, `send failed: ${r.error}`)
-    return r
-  }
-
-  async finish () {
-    this.finishing = true
-    this.child.stdin.end()
-    await this.next('stopped', 'stop() after end of input', 15_000)
-    const { code, signal } = await withTimeout(this.exited, 'Rust: exit', 10_000)
-    check(code === 0, 'Rust: exit', `exit code ${code}, signal ${signal}`)
-  }
-
-  kill () {
-    if (this.exitStatus === undefined) this.child.kill('SIGKILL')
-  }
-}
+// The Rust peer (RustPeer) and the steps after both peers are up: lib/rust-peer.mjs.
 
 // ---------------------------------------------------------------------------------------------
 // The page (runs in Chromium). Commands arrive by long-polling /cmd; events go to /event.
@@ -280,89 +172,21 @@ class BrowserPeer extends Events {
 // Orchestrator.
 
 async function orchestrate (ctx) {
-  const cmd = process.env.RUST_PEER_CMD
-  check(cmd, 'configuration', 'RUST_PEER_CMD must name the chat example binary (target/debug/examples/chat)')
-  let rust = null
-  let idR = null
-  let idB = null
   const browser = new BrowserPeer()
   const origin = await ctx.step('page server listening', () => browser.listen())
-
-  const startRust = async () => {
-    rust = new RustPeer(cmd, ctx.tracker.url)
-    idR = await ctx.step('Rust peer ready', async () => (await rust.next('ready', 'process start')).id)
-    await ctx.step('Rust peer announces and gets a response', () => rust.next('tracker', 'announce response'))
-  }
-  const startBrowser = async () => {
-    idB = await ctx.step('Chromium starts, page ready (media permission, P2PT loaded)', async () => {
-      browser.launch(origin, ctx.tracker.url)
-      const r = await browser.next('ready', 'page start')
-      checkEqual(r.infoHash, INFO_HASH, 'Chromium page', 'info_hash = SHA-1(identifier)')
-      return r.peerId
-    })
-    await ctx.step('Chromium peer announces and gets a response', async () => {
-      browser.send('start')
-      await browser.next('trackerconnect', 'announce response')
-    })
-  }
-  if (ORDER === 'rust-first') { await startRust(); await startBrowser() } else { await startBrowser(); await startRust() }
-
-  await ctx.step(`WebRTC connection (${ORDER === 'rust-first' ? 'Rust answers Chromium' : 'Chromium answers Rust'}): connected on both sides`, async () => {
-    const [r, b] = await Promise.all([
-      rust.next('peer', 'peer connected'),
-      browser.next('peerconnect', 'peerconnect')
-    ])
-    checkEqual(r.id, idB, 'Rust peer connected', 'remote peer id (hex)')
-    checkEqual(b.peerId, idR, 'Chromium peerconnect', 'remote peer id (hex)')
+  const summary = await exchange(ctx, {
+    identifier: IDENTIFIER,
+    name: 'Chromium',
+    order: ORDER,
+    start: {
+      step: 'Chromium starts, page ready (media permission, P2PT loaded)',
+      launch: () => { browser.launch(origin, ctx.tracker.url); return browser },
+      wait: 'page start',
+      who: 'Chromium page'
+    }
   })
-
-  await ctx.step('Chromium -> Rust JSON message, Rust responds, Chromium gets the response', async () => {
-    const msg = { n: 1, from: 'Chromium', text: 'ping from Chromium \u00fc \u{1F600}', list: [1, 2.5, null, true] }
-    browser.send('send', { to: idR, msg })
-    const got = await rust.next('msg', 'message from Chromium')
-    checkEqual(got.from, idB, 'Rust receives', 'sender id')
-    checkSameValue(got.payload, msg, 'Rust receives', 'message')
-    const r = await browser.next('response', 'response from Rust')
-    checkSameValue(r.response, msg, 'Chromium gets response', 'response (echo)')
-  })
-
-  await ctx.step('Rust -> Chromium JSON message, Chromium responds, Rust gets the response', async () => {
-    const msg = { n: 2, from: 'Rust', text: 'ping from Rust \u2192 \u{1F680}', nested: { a: [] } }
-    rust.send({ send: { to: idB, payload: msg } })
-    const got = await browser.next('msg', 'message from Rust')
-    checkEqual(got.from, idR, 'Chromium receives', 'sender id')
-    checkSameValue(got.msg, msg, 'Chromium receives', 'message')
-    const r = await rust.response('response from Chromium')
-    checkEqual(r.to, idB, 'Rust gets response', 'responder')
-    checkSameValue(r.payload, msg, 'Rust gets response', 'response (echo)')
-  })
-
-  const bigB = bigString('Chromium')
-  await ctx.step('Chromium -> Rust 100,000-char string, echoed back', async () => {
-    browser.send('send', { to: idR, msg: bigB })
-    const got = await rust.next('msg', 'big message from Chromium')
-    check(got.payload === bigB, 'Rust receives big string', `differs (length ${got.payload?.length}, expected ${bigB.length})`)
-    const r = await browser.next('response', 'response from Rust')
-    check(r.response === bigB, 'Chromium gets big response', `differs (length ${r.response?.length}, expected ${bigB.length})`)
-  })
-
-  const bigR = bigString('Rust')
-  await ctx.step('Rust -> Chromium 100,000-char string, echoed back', async () => {
-    rust.send({ send: { to: idB, payload: bigR } })
-    const got = await browser.next('msg', 'big message from Rust')
-    check(got.msg === bigR, 'Chromium receives big string', `differs (length ${got.msg?.length}, expected ${bigR.length})`)
-    const r = await rust.response('big response from Chromium')
-    check(r.payload === bigR, 'Rust gets big response', `differs (length ${r.payload?.length}, expected ${bigR.length})`)
-  })
-
-  await ctx.step('teardown: Chromium saw exactly one remote peer', async () => {
-    browser.send('teardown')
-    const t = await browser.next('teardown-ok', 'teardown')
-    checkEqual(t.peers, 1, 'teardown', 'Chromium remote peers')
-  })
-  await ctx.step('Rust peer stops (end of input) and exits with code 0', () => rust.finish())
   await ctx.step('Chromium closed', () => browser.kill())
-  return [`order ${ORDER}, info_hash ${INFO_HASH}, Rust ${idR}, Chromium ${idB}, big strings ${bigB.length} UTF-16 units`]
+  return [summary]
 }
 
 runOrchestrator('chromium-rust', new URL(import.meta.url).pathname, orchestrate)

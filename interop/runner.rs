@@ -1,9 +1,10 @@
-//! The Rust side of the JavaScript interop tests, shared by `tracker/tests/interop_js.rs` and
-//! `mesh/tests/interop_p2pt.rs` (each includes it with `#[path]`): runs one `interop/` script
-//! through `interop/run.sh` (a loopback-only network namespace) under a hard timeout, and
-//! decides skip versus failure when node, `interop/node_modules`, `unshare` or `ip` are missing
-//! (`CI` set: fail; otherwise a loud `SKIPPED: ...`).
-#![allow(dead_code)]
+//! The Rust side of the JavaScript interop tests, shared by `tracker/tests/interop_js.rs`,
+//! `mesh/tests/interop_p2pt.rs` and `mesh/tests/interop_chromium.rs` (each includes it with
+//! `#[path]`): runs one `interop/` script through `interop/run.sh` (a loopback-only network
+//! namespace) under a hard timeout, and decides skip versus failure when node,
+//! `interop/node_modules`, `unshare` or `ip` are missing (`CI` set: fail; otherwise a loud
+//! `SKIPPED: ...`). The mesh tests also get the tracker binary and the chat example from here
+//! ([`binaries`]).
 
 use std::ffi::OsStr;
 use std::io::{Read, Write};
@@ -93,6 +94,58 @@ pub fn missing_preconditions(root: &Path) -> Vec<String> {
         }
     }
     missing
+}
+
+/// `<target>/debug` (the profile directory) from the running test binary's path
+/// (`<target>/debug/deps/<test>-<hash>`).
+#[allow(dead_code)] // not used by tracker/tests/interop_js.rs
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .unwrap_or_else(|| panic!("unexpected test binary path {}", exe.display()))
+        .to_path_buf()
+}
+
+/// Paths of the tracker binary and the chat example in [`profile_dir`], built with
+/// `$CARGO build -p ghostmesh-tracker -p ghostmesh --example chat` (same target directory and
+/// profile) if either is missing. cargo gives a test `CARGO_BIN_EXE_*` only for its own
+/// package's binaries and never for examples, hence the lookup. A stale binary from an earlier
+/// build is used as is: run that `cargo build` yourself after changing the tracker or the
+/// example.
+#[allow(dead_code)] // not used by tracker/tests/interop_js.rs
+pub fn binaries(test: &str) -> (PathBuf, PathBuf) {
+    let dir = profile_dir();
+    let tracker = dir.join("ghostmesh-tracker");
+    let chat = dir.join("examples/chat");
+    if !tracker.is_file() || !chat.is_file() {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        // <target> = the parent of the profile directory; keep the build there.
+        let target = dir.parent().expect("target dir").to_path_buf();
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "-p",
+            "ghostmesh-tracker",
+            "-p",
+            "ghostmesh",
+            "--example",
+            "chat",
+        ])
+        .arg("--target-dir")
+        .arg(&target)
+        .current_dir(workspace_root());
+        if dir.file_name() == Some(OsStr::new("release")) {
+            cmd.arg("--release");
+        }
+        let status = cmd
+            .status()
+            .unwrap_or_else(|e| panic!("{test}: cannot run cargo build: {e}"));
+        assert!(status.success(), "{test}: cargo build failed ({status})");
+    }
+    assert!(tracker.is_file(), "{test}: {} missing", tracker.display());
+    assert!(chat.is_file(), "{test}: {} missing", chat.display());
+    (tracker, chat)
 }
 
 /// Reads a pipe to its end on a thread; the receiver gets the text (lossy UTF-8).

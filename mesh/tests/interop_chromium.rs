@@ -10,60 +10,15 @@
 //! a loud `SKIPPED: ...` line, or fails when `CI` is set.
 //!
 //! The tracker binary and the chat example are taken from this test's target directory and
-//! built first if missing (a stale binary is used as is; see `tests/interop_p2pt.rs`).
+//! built first if missing (a stale binary is used as is; see `binaries` in `interop/runner.rs`).
 
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 
 #[path = "../../interop/runner.rs"]
 mod runner;
 
-use runner::workspace_root;
-
-/// `<target>/debug` (the profile directory) from this test binary's path.
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    exe.parent()
-        .and_then(Path::parent)
-        .unwrap_or_else(|| panic!("unexpected test binary path {}", exe.display()))
-        .to_path_buf()
-}
-
-/// Paths of the tracker binary and the chat example, built with `$CARGO build` if missing.
-fn binaries(test: &str) -> (PathBuf, PathBuf) {
-    let dir = profile_dir();
-    let tracker = dir.join("ghostmesh-tracker");
-    let chat = dir.join("examples/chat");
-    if !tracker.is_file() || !chat.is_file() {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let target = dir.parent().expect("target dir").to_path_buf();
-        let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "-p",
-            "ghostmesh-tracker",
-            "-p",
-            "ghostmesh",
-            "--example",
-            "chat",
-        ])
-        .arg("--target-dir")
-        .arg(&target)
-        .current_dir(workspace_root());
-        if dir.file_name() == Some(OsStr::new("release")) {
-            cmd.arg("--release");
-        }
-        let status = cmd
-            .status()
-            .unwrap_or_else(|e| panic!("{test}: cannot run cargo build: {e}"));
-        assert!(status.success(), "{test}: cargo build failed ({status})");
-    }
-    assert!(tracker.is_file(), "{test}: {} missing", tracker.display());
-    assert!(chat.is_file(), "{test}: {} missing", chat.display());
-    (tracker, chat)
-}
+use runner::binaries;
 
 /// The Chromium binary to use, or why there is none.
 fn chromium() -> Result<OsString, String> {
