@@ -346,7 +346,9 @@ async fn recv_packet<T>(raw: &dyn Link, r: &mut Reassembler<u8>, mut pick: impl 
                         }
                     }
                 }
-                Some(Frame::Binary(_)) => panic!("a GhostMesh peer must never get binary frames"),
+                // A Rust peer's hello (capabilities): JavaScript peers ignore such frames.
+                Some(Frame::Binary(b)) if b.starts_with(&ghostmesh::relay::layered::HELLO_MAGIC) => {}
+                Some(Frame::Binary(_)) => panic!("a GhostMesh peer must never get file or onion binary frames"),
                 None => panic!("raw link closed"),
             }
         }

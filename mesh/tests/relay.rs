@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use ghostmesh::mesh::{Mesh, MeshEvent};
-use ghostmesh::relay::{OnionMessage, RouteOptions};
+use ghostmesh::relay::{OnionMessage, RouteMode, RouteOptions};
 use ghostmesh::signal::SignalConfig;
 use ghostmesh::transport::connector::MemoryNetwork;
 use ghostmesh::transport::memory::MemoryConfig;
@@ -92,22 +92,32 @@ async fn routes_of_1_3_and_5_relays_deliver_and_answer() {
     let t_id = ids[6].clone();
     let target_task = echo_routed(target);
 
-    for n in [1usize, 3, 5] {
-        let through: Vec<String> = ids[1..=n].to_vec();
-        let route = RouteOptions { through: through.clone(), hops: 0 };
-        let answer = within("routed request", a.send_routed(&t_id, json!({"n": n}).into(), Some(route)))
-            .await
-            .unwrap();
-        assert_eq!(answer, Payload::Json(json!({"echo": {"n": n}})), "{n} relays");
+    for mode in [RouteMode::Compat, RouteMode::Layered] {
+        for n in [1usize, 3, 5] {
+            let through: Vec<String> = ids[1..=n].to_vec();
+            let route = RouteOptions::through(through.clone()).mode(mode);
+            let before = relays_handles[0].relay_stats().await.unwrap();
+            let answer = within("routed request", a.send_routed(&t_id, json!({"n": n}).into(), Some(route)))
+                .await
+                .unwrap();
+            assert_eq!(answer, Payload::Json(json!({"echo": {"n": n}})), "{n} relays, {mode:?}");
+            // Relay 1 carried it both ways, in the format asked for.
+            let after = relays_handles[0].relay_stats().await.unwrap();
+            let (compat, layered) = (after.forwarded - before.forwarded, after.layered_forwarded - before.layered_forwarded);
+            match mode {
+                RouteMode::Layered => assert_eq!((compat, layered), (0, 2), "{mode:?} {n}"),
+                _ => assert_eq!((compat, layered), (2, 0), "{mode:?} {n}"),
+            }
+        }
     }
     // Random relays.
-    let answer = a.send_routed(&t_id, "hi".into(), Some(RouteOptions { through: vec![], hops: 3 })).await.unwrap();
+    let answer = a.send_routed(&t_id, "hi".into(), Some(RouteOptions { through: vec![], hops: 3, ..RouteOptions::default() })).await.unwrap();
     assert_eq!(answer, Payload::Json(json!({"echo": "hi"})));
     // A route set once on the builder applies to plain send().
     let mut routed = Mesh::builder(vec![url.clone()], SWARM)
         .connector(net.connector("routed"))
         .signal_config(SignalConfig { offers_per_announce: 10, ..SignalConfig::default() })
-        .routing(RouteOptions { through: vec![ids[3].clone()], hops: 0 })
+        .routing(RouteOptions { through: vec![ids[3].clone()], hops: 0, ..RouteOptions::default() })
         .seed(99)
         .start()
         .await
@@ -118,33 +128,33 @@ async fn routes_of_1_3_and_5_relays_deliver_and_answer() {
         }
     })
     .await;
-    let before = relays_handles[2].relay_stats().await.unwrap().forwarded;
+    let before = relays_handles[2].relay_stats().await.unwrap().layered_forwarded;
     let answer = within("send() through the default route", routed.send(&t_id, "plain".into())).await.unwrap();
     assert_eq!(answer, Payload::Json(json!({"echo": "plain"})));
-    assert_eq!(relays_handles[2].relay_stats().await.unwrap().forwarded, before + 2, "out and back via relay 3");
+    // All Rust peers: the default (Auto) mode went layered, out and back via relay 3.
+    assert_eq!(relays_handles[2].relay_stats().await.unwrap().layered_forwarded, before + 2);
     routed.stop().await;
     for (i, h) in relays_handles.iter().enumerate() {
         let stats = h.relay_stats().await.unwrap();
         assert_eq!(stats.dropped_ttl + stats.dropped_malformed + stats.dropped_unknown_next, 0, "relay {i}: {stats:?}");
     }
-    // Relay 1 was on every explicit route, both ways.
-    assert!(relays_handles[0].relay_stats().await.unwrap().forwarded >= 6);
 
     // A one-way onion message names no sender; it arrives as an Onion event.
     let info = a
         .handle()
-        .send_onion(&ids[5], "whisper".into(), Some(RouteOptions { through: ids[1..3].to_vec(), hops: 0 }))
+        .send_onion(&ids[5], "whisper".into(), Some(RouteOptions { through: ids[1..3].to_vec(), hops: 0, ..RouteOptions::default() }))
         .await
         .unwrap();
     assert_eq!(info.route, vec![ids[1].clone(), ids[2].clone(), ids[5].clone()]);
     assert_eq!(info.circuit_id.len(), 16);
+    assert!(info.layered && info.fallback.is_none(), "{info:?}");
     drop(target_task);
 
     // Bad routes are errors, not silent drops.
     for (route, why) in [
-        (RouteOptions { through: vec!["nope".into()], hops: 0 }, "not a peer id"),
-        (RouteOptions { through: vec![ids[1].clone(), ids[1].clone()], hops: 0 }, "repeats"),
-        (RouteOptions { through: vec![], hops: 9 }, "relays wanted"),
+        (RouteOptions { through: vec!["nope".into()], hops: 0, ..RouteOptions::default() }, "not a peer id"),
+        (RouteOptions { through: vec![ids[1].clone(), ids[1].clone()], hops: 0, ..RouteOptions::default() }, "repeats"),
+        (RouteOptions { through: vec![], hops: 9, ..RouteOptions::default() }, "relays wanted"),
     ] {
         let err = a.send_routed(&t_id, "x".into(), Some(route)).await.unwrap_err();
         assert!(err.to_string().contains(why), "{err}");
@@ -175,6 +185,8 @@ async fn recv_packet(raw: &dyn Link, r: &mut Reassembler<u8>) -> Value {
                         }
                     }
                 }
+                // A Rust peer's hello (capabilities): JavaScript peers ignore such frames.
+                Some(Frame::Binary(b)) if b.starts_with(&ghostmesh::relay::layered::HELLO_MAGIC) => {}
                 other => panic!("unexpected {other:?}"),
             }
         }
@@ -200,7 +212,16 @@ async fn ghostmesh_packets_both_ways_and_every_drop_reason() {
     let mut r = Reassembler::<u8>::new(ReassemblyLimits::default());
 
     // Our packets, exactly as GhostMesh writes them: a direct onion message to raw.
-    let info = a.handle().send_onion(&raw_id, json!({"k": 1}).into(), Some(RouteOptions { through: vec![], hops: 0 })).await.unwrap();
+    let info = a.handle().send_onion(&raw_id, json!({"k": 1}).into(), Some(RouteOptions { through: vec![], hops: 0, ..RouteOptions::default() })).await.unwrap();
+    // raw sent no hello: GhostMesh's format, and the route says why.
+    assert!(!info.layered);
+    assert!(info.fallback.as_deref().unwrap_or_default().contains("does not speak layered"), "{info:?}");
+    let err = a
+        .handle()
+        .send_onion(&raw_id, "x".into(), Some(RouteOptions::through(vec![]).mode(RouteMode::Layered)))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("layered routing impossible"), "{err}");
     let got = recv_packet(raw, &mut r).await;
     assert_eq!(
         got.to_string(),
@@ -276,5 +297,170 @@ async fn ghostmesh_packets_both_ways_and_every_drop_reason() {
     );
     a.stop().await;
     t.stop().await;
+    tracker.shutdown().await;
+}
+
+/// Every frame carrying a layered packet in a recorder.
+fn onion_frames(log: &ghostmesh::transport::connector::Recorder) -> Vec<Vec<u8>> {
+    log.lock()
+        .unwrap()
+        .iter()
+        .filter(|f| f.starts_with(&ghostmesh::relay::layered::ONION_MAGIC))
+        .cloned()
+        .collect()
+}
+
+fn contains(haystack: &[Vec<u8>], needle: &[u8]) -> bool {
+    haystack.iter().any(|f| f.windows(needle.len()).any(|w| w == needle))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layered_relays_see_no_plaintext_same_lengths_and_drop_tampering_and_replays() {
+    let tracker = start_tracker("127.0.0.1:0").await;
+    let url = tracker.ws_url();
+    let net = MemoryNetwork::new(MemoryConfig::default());
+    let logs: Vec<_> = ["a", "r1", "r2", "r3"].iter().map(|n| net.record(n)).collect();
+    let mut a = start(&url, &net, "a", 31).await;
+    wait_for(&mut a, "A announced", |e| matches!(e, MeshEvent::TrackerConnected { .. }).then_some(())).await;
+    let raw = raw_peer(&url, &net, SWARM).await;
+    let mut others = Vec::new();
+    for (i, name) in ["b", "r1", "r2", "r3", "t"].iter().enumerate() {
+        others.push(start(&url, &net, name, 40 + i as u64).await);
+    }
+    let mut all: Vec<&Mesh> = others.iter().collect();
+    all.push(&a);
+    within("full mesh of the six Rust peers", async {
+        loop {
+            let mut full = true;
+            for m in &all {
+                full &= m.peers().await.unwrap().len() >= 5;
+            }
+            if full {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let ids: Vec<String> = others.iter().map(|m| m.peer_id().to_owned()).collect();
+    let (b_id, relays, t_id) = (ids[0].clone(), ids[1..4].to_vec(), ids[4].clone());
+    let t = others.pop().unwrap();
+    let target = echo_routed(t);
+
+    // A layered request through three relays, and its answer through the reply block.
+    let marker = "SECRET-MARKER-7f3a9c";
+    let answer = within(
+        "layered request",
+        a.send_routed(&t_id, marker.into(), Some(RouteOptions::through(relays.clone()).mode(RouteMode::Layered))),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer, Payload::Json(json!({"echo": marker})));
+    let relay_frames: Vec<Vec<u8>> = logs[1..].iter().flat_map(onion_frames).collect();
+    assert!(relay_frames.len() >= 6, "each relay handled the request and the reply: {}", relay_frames.len());
+    let everything: Vec<Vec<u8>> = logs[1..].iter().flat_map(|l| l.lock().unwrap().clone()).collect();
+    assert!(!contains(&everything, marker.as_bytes()), "a relay saw the plaintext");
+    let lens: std::collections::BTreeSet<usize> = relay_frames.iter().map(Vec::len).collect();
+    assert_eq!(lens.len(), 1, "every layered packet has one length at every hop: {lens:?}");
+
+    // Control: GhostMesh's format is readable by the same relays.
+    let compat_marker = "VISIBLE-MARKER-51be";
+    a.send_routed(&t_id, compat_marker.into(), Some(RouteOptions::through(relays.clone()).mode(RouteMode::Compat)))
+        .await
+        .unwrap();
+    let everything: Vec<Vec<u8>> = logs[1..].iter().flat_map(|l| l.lock().unwrap().clone()).collect();
+    assert!(contains(&everything, compat_marker.as_bytes()));
+
+    // B routes through A: A's copy of that packet, replayed or tampered by the raw peer, is
+    // dropped at A with the reason counted.
+    let seen = onion_frames(&logs[0]).len();
+    let a_id = a.peer_id().to_owned();
+    let info = others[0]
+        .send_onion(&t_id, "via A".into(), Some(RouteOptions::through(vec![a_id]).mode(RouteMode::Layered)))
+        .await
+        .unwrap();
+    assert!(info.layered);
+    let frames = within("A relays B's packet", async {
+        loop {
+            let f = onion_frames(&logs[0]);
+            if f.len() > seen {
+                return f;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let received = frames[seen].clone();
+    raw.send(Frame::Binary(received.clone())).await.unwrap();
+    let mut tampered = received.clone();
+    tampered[40] ^= 1;
+    raw.send(Frame::Binary(tampered)).await.unwrap();
+    let stats = within("drops counted at A", async {
+        loop {
+            let s = a.handle().relay_stats().await.unwrap();
+            if s.layered_dropped.values().sum::<u64>() >= 2 {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(stats.layered_dropped.get("replay"), Some(&1), "{stats:?}");
+    assert_eq!(stats.layered_dropped.get("bad_mac"), Some(&1), "{stats:?}");
+    assert_eq!(b_id, others[0].peer_id());
+    drop(target);
+    a.stop().await;
+    tracker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_relays_over_real_webrtc_in_both_modes() {
+    use ghostmesh::transport::webrtc::WebRtcConfig;
+    let tracker = start_tracker("127.0.0.1:0").await;
+    let url = tracker.ws_url();
+    let mut meshes = Vec::new();
+    for i in 0..5u64 {
+        let m = Mesh::builder(vec![url.clone()], "relay-webrtc")
+            .webrtc(WebRtcConfig::bound_to("127.0.0.1:0"))
+            .signal_config(SignalConfig {
+                offers_per_announce: 10,
+                ..SignalConfig::default()
+            })
+            .seed(500 + i)
+            .start()
+            .await
+            .unwrap();
+        meshes.push(m);
+    }
+    within("full mesh over WebRTC", async {
+        loop {
+            let mut full = true;
+            for m in &meshes {
+                full &= m.peers().await.unwrap().len() == 4;
+            }
+            if full {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let ids: Vec<String> = meshes.iter().map(|m| m.peer_id().to_owned()).collect();
+    let target = echo_routed(meshes.pop().unwrap());
+    let a = meshes.remove(0);
+    for mode in [RouteMode::Layered, RouteMode::Compat] {
+        let answer = within(
+            "routed over WebRTC",
+            a.send_routed(&ids[4], json!({"mode": format!("{mode:?}")}).into(), Some(RouteOptions::through(ids[1..4].to_vec()).mode(mode))),
+        )
+        .await
+        .unwrap();
+        assert_eq!(answer, Payload::Json(json!({"echo": {"mode": format!("{mode:?}")}})));
+    }
+    let stats = meshes[1].relay_stats().await.unwrap();
+    assert_eq!((stats.layered_forwarded, stats.forwarded), (2, 2), "{stats:?}");
+    drop(target);
+    drop(meshes);
+    drop(a);
     tracker.shutdown().await;
 }

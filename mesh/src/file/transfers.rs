@@ -151,6 +151,13 @@ impl Transfers {
         }
     }
 
+    /// Queues a small binary control frame (hello, layered packet) ahead of queued chunks.
+    pub(crate) fn push_binary(&mut self, peer: &PeerId, frame: Vec<u8>) {
+        let out = self.outbox.entry(peer.clone()).or_default();
+        out.bytes += frame.len();
+        out.frames.push_front(Frame::Binary(frame));
+    }
+
     /// A sender task's frames: queued now, or once the peer's outbox drains.
     pub(crate) fn enqueue(&mut self, peer: PeerId, frames: Vec<Frame>, urgent: bool, reply: oneshot::Sender<bool>) {
         let out = self.outbox.entry(peer.clone()).or_default();

@@ -94,7 +94,7 @@ pub(crate) enum NetMsg {
     /// A link's writer emptied its queue: move more frames.
     Drained,
     /// An event from a tracker task, passed on in order with the others.
-    Event(MeshEvent),
+    Event(Box<MeshEvent>),
 }
 
 impl fmt::Debug for CoreMsg {
@@ -171,7 +171,7 @@ impl Core {
         let (file_tx, file_rx) = mpsc::channel(256);
         let transfers = Transfers::new(files, file_tx, rand::Rng::next_u64(&mut rng));
         Core {
-            relay: Relay::new(routing.config, routing.me),
+            relay: Relay::new(&mut rng, routing.config, routing.me),
             routing: routing.defaults,
             transfers,
             file_rx,
@@ -251,7 +251,9 @@ impl Core {
                     let now = Instant::now();
                     self.node.tick(now);
                     self.transfers.tick(now);
-                    self.relay.tick(now);
+                    for action in self.relay.tick(now) {
+                        self.act(now, action);
+                    }
                 }
             }
         }
@@ -294,7 +296,7 @@ impl Core {
             }
             CoreMsg::RespondRouted { to, payload, reply } => {
                 let linked = self.linked();
-                let result = self.relay.respond(&linked, &to, &payload);
+                let result = self.relay.respond(&mut self.rng, &linked, &to, &payload);
                 let _ = reply.send(result.map(|action| self.act(now, action)));
             }
             CoreMsg::RelayStats(reply) => {
@@ -398,7 +400,8 @@ impl Core {
                 // A refusal here (the link just went, queues full) is a drop, as on any relay.
                 let _ = self.node.send_no_reply(now, &peer, Payload::Json(packet), &mut self.rng);
             }
-            relay::Action::Deliver(msg) => self.backlog.push_back(MeshEvent::Onion(msg)),
+            relay::Action::SendBinary(peer, frame) => self.transfers.push_binary(&peer, frame),
+            relay::Action::Deliver(msg) => self.backlog.push_back(MeshEvent::Onion(*msg)),
         }
     }
 
@@ -469,12 +472,21 @@ impl Core {
                 self.transfers.on_fast(now, &peer, &data);
                 self.take_file_warnings();
             }
+            NetMsg::Frame(peer, Frame::Binary(data)) if data.first() == Some(&0) => {
+                let peers = &self.peers;
+                match self.relay.on_binary(now, &peer, &data, |p| peers.contains_key(p)) {
+                    Some(Some(action)) => self.act(now, action),
+                    Some(None) => {}
+                    // Another binary frame: P2PT's raw data.
+                    None => self.node.frame_bytes(now, &peer, &data),
+                }
+            }
             NetMsg::NewLink(peer, link) => self.add_link(peer, link),
             NetMsg::Frame(peer, Frame::Text(text)) => self.node.frame(now, &peer, &text),
             NetMsg::Frame(peer, Frame::Binary(data)) => self.node.frame_bytes(now, &peer, &data),
             NetMsg::LinkClosed(peer, id) => self.remove_link(&peer, id),
             NetMsg::Drained => {}
-            NetMsg::Event(event) => self.backlog.push_back(event),
+            NetMsg::Event(event) => self.backlog.push_back(*event),
         }
     }
 
@@ -625,6 +637,9 @@ impl Core {
         });
         if known == 0 {
             self.node.link_up(peer.clone());
+            // Tell a Rust peer our capabilities and onion key (JavaScript peers ignore it).
+            let hello = self.relay.layered.hello();
+            self.transfers.push_binary(&peer, hello);
             self.backlog.push_back(MeshEvent::PeerConnected(peer));
         }
     }
@@ -643,6 +658,7 @@ impl Core {
             self.peers.remove(peer);
             self.node.link_down(peer);
             self.transfers.peer_closed(peer);
+            self.relay.layered.forget(peer);
             self.backlog.push_back(MeshEvent::PeerClosed(peer.clone()));
         }
     }

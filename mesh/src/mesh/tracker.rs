@@ -282,7 +282,7 @@ impl TrackerTask {
     /// Passes an event to the core without waiting: when the application lags so far that
     /// the core's input is full, tracker news is dropped rather than stalling signalling.
     fn event(&self, event: MeshEvent) {
-        let _ = self.core.try_send(NetMsg::Event(event));
+        let _ = self.core.try_send(NetMsg::Event(Box::new(event)));
     }
 }
 

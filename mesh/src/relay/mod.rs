@@ -23,7 +23,24 @@ use tokio::sync::oneshot;
 use crate::mesh::{MeshError, PeerId};
 use crate::wire::Payload;
 
+pub mod layered;
 pub mod packet;
+
+use self::layered::{Layered, LayeredAction};
+use crate::onion::sphinx::ReplyBlock;
+
+/// Which packet format a route uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RouteMode {
+    /// Layered (encrypted) when every hop is a Rust peer that announced it and the payload
+    /// fits; GhostMesh's format otherwise, with the reason in [`RouteInfo::fallback`].
+    #[default]
+    Auto,
+    /// Always GhostMesh's format (readable by relays).
+    Compat,
+    /// Always layered; an error when some hop cannot take it.
+    Layered,
+}
 
 /// How a routed message travels.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +50,11 @@ pub struct RouteOptions {
     /// Relays chosen at random from linked peers when `through` is empty. Default 2
     /// (GhostMesh's default).
     pub hops: usize,
+    /// Packet format. Default [`RouteMode::Auto`].
+    pub mode: RouteMode,
+    /// Layered mode: mean of the exponential per-hop delays relays hold packets for (drawn by
+    /// the sender from its seeded RNG). Default none.
+    pub mean_delay: Option<Duration>,
 }
 
 impl Default for RouteOptions {
@@ -40,7 +62,26 @@ impl Default for RouteOptions {
         RouteOptions {
             through: Vec::new(),
             hops: 2,
+            mode: RouteMode::Auto,
+            mean_delay: None,
         }
+    }
+}
+
+impl RouteOptions {
+    /// Through these relays, in order.
+    pub fn through(relays: Vec<PeerId>) -> Self {
+        RouteOptions {
+            through: relays,
+            hops: 0,
+            ..RouteOptions::default()
+        }
+    }
+
+    /// With this packet format.
+    pub fn mode(mut self, mode: RouteMode) -> Self {
+        self.mode = mode;
+        self
     }
 }
 
@@ -87,6 +128,13 @@ pub struct RelayStats {
     pub dropped_hops: u64,
     /// Route responses matching no pending request (late, or forged).
     pub unmatched_responses: u64,
+    /// Layered packets passed on.
+    pub layered_forwarded: u64,
+    /// Layered packets delivered to us.
+    pub layered_delivered: u64,
+    /// Layered packets dropped, by reason (`bad_mac`, `replay`, `payload_tampered`,
+    /// `unknown_next_hop`, `loop`, `delay_queue_full`, ...).
+    pub layered_dropped: layered::DropCounts,
 }
 
 /// Where a routed message went or came from.
@@ -95,9 +143,13 @@ pub struct RouteInfo {
     /// The circuit id (16 hex characters), the same in every layer.
     pub circuit_id: String,
     /// The peers after us: relays, then the target (outgoing); or the route back as the
-    /// packet claims it (incoming routed requests; empty for plain onion messages, which name
-    /// no sender).
+    /// packet claims it (incoming GhostMesh routed requests; empty for plain onion messages
+    /// and for layered packets, which name no sender).
     pub route: Vec<PeerId>,
+    /// Layered (encrypted) packets were used.
+    pub layered: bool,
+    /// Why GhostMesh's format was used although layered was allowed ([`RouteMode::Auto`]).
+    pub fallback: Option<String>,
 }
 
 /// Answers one routed request along its reply route; see
@@ -108,6 +160,8 @@ pub struct RoutedReply {
     pub(crate) request_id: String,
     /// Relays back, then the requester.
     pub(crate) reply_route: Vec<PeerId>,
+    /// Layered requests: the single-use reply block to answer through.
+    pub(crate) block: Option<ReplyBlock>,
 }
 
 /// A routed message for the application.
@@ -134,8 +188,10 @@ struct Pending {
 pub(crate) enum Action {
     /// Send `packet` one-way to `peer`.
     Send(PeerId, Value),
+    /// Send this binary frame (a layered packet or hello) to `peer`.
+    SendBinary(PeerId, Vec<u8>),
     /// Tell the application.
-    Deliver(OnionMessage),
+    Deliver(Box<OnionMessage>),
 }
 
 /// The core's routing state.
@@ -144,6 +200,7 @@ pub(crate) struct Relay {
     me: PeerId,
     pending: HashMap<String, Pending>,
     pub(crate) stats: RelayStats,
+    pub(crate) layered: Layered,
 }
 
 /// 16 lowercase hex characters (GhostMesh's `_createPacketId`).
@@ -158,12 +215,24 @@ fn route_err(msg: String) -> MeshError {
 }
 
 impl Relay {
-    pub(crate) fn new(cfg: RelayConfig, me: PeerId) -> Self {
+    pub(crate) fn new<R: Rng + ?Sized>(rng: &mut R, cfg: RelayConfig, me: PeerId) -> Self {
         Relay {
+            layered: Layered::new(rng, cfg.max_hops),
             cfg,
             me,
             pending: HashMap::new(),
             stats: RelayStats::default(),
+        }
+    }
+
+    /// Whether `route` goes layered under `mode`: `Ok(None)` yes, `Ok(Some(why))` GhostMesh's
+    /// format (and why), `Err` when layered was required and is impossible.
+    fn choose(&self, route: &[PeerId], payload: &Payload, mode: RouteMode) -> Result<Option<String>, MeshError> {
+        match (mode, self.layered.unfit(route, payload)) {
+            (RouteMode::Compat, _) => Ok(Some("GhostMesh format requested".into())),
+            (_, None) => Ok(None),
+            (RouteMode::Auto, Some(why)) => Ok(Some(why)),
+            (RouteMode::Layered, Some(why)) => Err(route_err(format!("layered routing impossible: {why}"))),
         }
     }
 
@@ -221,8 +290,20 @@ impl Relay {
     ) -> Result<(Action, RouteInfo), MeshError> {
         let route = self.build_route(rng, linked, target, opts)?;
         let circuit_id = packet_id(rng);
-        let p = packet::wrap(&circuit_id, &route, payload);
-        Ok((Action::Send(route[0].clone(), p), RouteInfo { circuit_id, route }))
+        let fallback = self.choose(&route, payload, opts.mode)?;
+        let action = if fallback.is_none() {
+            let (first, frame) = self.layered.onion(rng, &route, payload, opts.mean_delay).map_err(route_err)?;
+            Action::SendBinary(first, frame)
+        } else {
+            Action::Send(route[0].clone(), packet::wrap(&circuit_id, &route, payload))
+        };
+        let info = RouteInfo {
+            circuit_id,
+            route,
+            layered: fallback.is_none(),
+            fallback: fallback.filter(|_| opts.mode == RouteMode::Auto),
+        };
+        Ok((action, info))
     }
 
     /// A routed request to `target`, answered through the reply route.
@@ -253,10 +334,28 @@ impl Relay {
             }
         };
         let (circuit_id, request_id) = (packet_id(rng), packet_id(rng));
-        let mut reply_route: Vec<PeerId> = route[..route.len() - 1].iter().rev().cloned().collect();
-        reply_route.push(self.me.clone());
-        let body = packet::route_request(&circuit_id, &request_id, &self.me, &reply_route, payload);
-        let p = packet::wrap(&circuit_id, &route, &Payload::Json(body));
+        let action = match self.choose(&route, payload, opts.mode) {
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return None;
+            }
+            Ok(None) => {
+                let me = self.me.clone();
+                match self.layered.request(rng, &me, &route, &request_id, payload, opts.mean_delay) {
+                    Ok((first, frame)) => Action::SendBinary(first, frame),
+                    Err(e) => {
+                        let _ = reply.send(Err(route_err(e)));
+                        return None;
+                    }
+                }
+            }
+            Ok(Some(_)) => {
+                let mut reply_route: Vec<PeerId> = route[..route.len() - 1].iter().rev().cloned().collect();
+                reply_route.push(self.me.clone());
+                let body = packet::route_request(&circuit_id, &request_id, &self.me, &reply_route, payload);
+                Action::Send(route[0].clone(), packet::wrap(&circuit_id, &route, &Payload::Json(body)))
+            }
+        };
         self.pending.insert(
             request_id,
             Pending {
@@ -264,11 +363,25 @@ impl Relay {
                 deadline: now + timeout,
             },
         );
-        Some(Action::Send(route[0].clone(), p))
+        self.layered.retain_replies(self.cfg.max_pending);
+        Some(action)
     }
 
     /// The response to a routed request, along its reply route.
-    pub(crate) fn respond(&self, linked: &[PeerId], reply: &RoutedReply, payload: &Payload) -> Result<Action, MeshError> {
+    pub(crate) fn respond<R: Rng + ?Sized>(
+        &self,
+        rng: &mut R,
+        linked: &[PeerId],
+        reply: &RoutedReply,
+        payload: &Payload,
+    ) -> Result<Action, MeshError> {
+        if let Some(block) = &reply.block {
+            let (first, frame) = self.layered.respond(rng, block, &reply.request_id, payload).map_err(route_err)?;
+            if !linked.contains(&first) {
+                return Err(MeshError::Send(crate::node::SendError::NoLink));
+            }
+            return Ok(Action::SendBinary(first, frame));
+        }
         let first = reply
             .reply_route
             .first()
@@ -281,13 +394,20 @@ impl Relay {
         Ok(Action::Send(first.clone(), p))
     }
 
-    /// When the next routed request times out.
+    /// When the next routed request times out or a delayed layered packet is due.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        self.pending.values().map(|p| p.deadline).min()
+        let pending = self.pending.values().map(|p| p.deadline).min();
+        [pending, self.layered.poll_timeout()].into_iter().flatten().min()
     }
 
-    /// Times out routed requests past their deadline.
-    pub(crate) fn tick(&mut self, now: Instant) {
+    /// Times out routed requests past their deadline; returns delayed packets now due.
+    pub(crate) fn tick(&mut self, now: Instant) -> Vec<Action> {
+        let due = self.layered.due(now).into_iter().map(|(p, f)| Action::SendBinary(p, f)).collect();
+        self.expire(now);
+        due
+    }
+
+    fn expire(&mut self, now: Instant) {
         self.pending.retain(|_, p| {
             let alive = now < p.deadline;
             if !alive {
@@ -396,8 +516,10 @@ impl Relay {
                 let info = RouteInfo {
                     circuit_id: circuit_id.clone(),
                     route: reply_route.iter().rev().cloned().collect(),
+                    layered: false,
+                    fallback: None,
                 };
-                Some(Action::Deliver(OnionMessage {
+                Some(Action::Deliver(Box::new(OnionMessage {
                     from: origin.to_owned(),
                     payload: inner,
                     info,
@@ -405,8 +527,9 @@ impl Relay {
                         circuit_id,
                         request_id: request_id.to_owned(),
                         reply_route,
+                        block: None,
                     }),
-                }))
+                })))
             }
             Some((_, v)) => {
                 let request_id = v.get("requestId").and_then(Value::as_str).unwrap_or_default();
@@ -418,15 +541,62 @@ impl Relay {
                 }
                 None
             }
-            None => Some(Action::Deliver(OnionMessage {
+            None => Some(Action::Deliver(Box::new(OnionMessage {
                 from: peer.clone(),
                 payload,
                 info: RouteInfo {
                     circuit_id,
                     route: Vec::new(),
+                    layered: false,
+                    fallback: None,
                 },
                 reply: None,
-            })),
+            }))),
         }
+    }
+
+    /// A binary frame from `peer` that is a hello or a layered packet (see
+    /// [`layered::HELLO_MAGIC`], [`layered::ONION_MAGIC`]); `None` when it is neither.
+    pub(crate) fn on_binary(
+        &mut self,
+        now: Instant,
+        peer: &PeerId,
+        frame: &[u8],
+        linked: impl Fn(&str) -> bool,
+    ) -> Option<Option<Action>> {
+        if frame.starts_with(&layered::HELLO_MAGIC) {
+            if self.layered.on_hello(peer, frame).is_err() {
+                self.stats.dropped_malformed += 1;
+            }
+            return Some(None);
+        }
+        if !frame.starts_with(&layered::ONION_MAGIC) {
+            return None;
+        }
+        let me = self.me.clone();
+        let action = self.layered.on_frame(now, &me, frame, &mut self.stats, linked);
+        Some(action.and_then(|a| match a {
+            LayeredAction::Send(p, f) => Some(Action::SendBinary(p, f)),
+            LayeredAction::Deliver(payload, reply) => Some(Action::Deliver(Box::new(OnionMessage {
+                from: peer.clone(),
+                payload,
+                info: RouteInfo {
+                    circuit_id: String::new(),
+                    route: Vec::new(),
+                    layered: true,
+                    fallback: None,
+                },
+                reply,
+            }))),
+            LayeredAction::Response(id, payload) => {
+                match self.pending.remove(&id) {
+                    Some(p) => {
+                        let _ = p.reply.send(Ok(payload));
+                    }
+                    None => self.stats.unmatched_responses += 1,
+                }
+                None
+            }
+        }))
     }
 }

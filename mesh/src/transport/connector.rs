@@ -156,13 +156,72 @@ struct NetState {
     links: Vec<LinkRecord>,
     /// Unordered endpoint pairs that cannot reach each other.
     blocked: Vec<(String, String)>,
+    /// Endpoints whose link traffic is recorded (see [`MemoryNetwork::record`]).
+    recorders: HashMap<String, Recorder>,
+}
+
+/// Every frame an endpoint sent or received on its memory links, in order (tests use it to
+/// check what a relay could see).
+pub type Recorder = Arc<Mutex<Vec<Vec<u8>>>>;
+
+/// A memory link whose traffic is copied into a [`Recorder`].
+#[derive(Debug)]
+struct RecordingLink {
+    inner: memory::MemoryLink,
+    log: Recorder,
+}
+
+impl RecordingLink {
+    fn note(&self, frame: &super::Frame) {
+        let bytes = match frame {
+            super::Frame::Text(t) => t.as_bytes().to_vec(),
+            super::Frame::Binary(b) => b.clone(),
+        };
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).push(bytes);
+    }
+}
+
+impl Link for RecordingLink {
+    fn send(&self, frame: super::Frame) -> BoxFuture<'_, Result<(), super::LinkError>> {
+        self.note(&frame);
+        self.inner.send(frame)
+    }
+
+    fn recv(&self) -> BoxFuture<'_, Option<super::Frame>> {
+        Box::pin(async move {
+            let f = self.inner.recv().await;
+            if let Some(f) = &f {
+                self.note(f);
+            }
+            f
+        })
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        self.inner.close()
+    }
+
+    fn label(&self) -> &str {
+        self.inner.label()
+    }
+}
+
+/// Boxes `link`, recording it when its endpoint is recorded.
+fn boxed(link: memory::MemoryLink, log: Option<&Recorder>) -> Box<dyn Link> {
+    match log {
+        Some(log) => Box::new(RecordingLink {
+            inner: link,
+            log: log.clone(),
+        }),
+        None => Box::new(link),
+    }
 }
 
 #[derive(Debug)]
 struct Slot {
     from: String,
     label: String,
-    answered: Option<(memory::MemoryLink, oneshot::Sender<()>)>,
+    answered: Option<(Box<dyn Link>, oneshot::Sender<()>)>,
 }
 
 #[derive(Debug)]
@@ -187,6 +246,7 @@ impl MemoryNetwork {
                 offers: HashMap::new(),
                 links: Vec::new(),
                 blocked: Vec::new(),
+                recorders: HashMap::new(),
             })),
         }
     }
@@ -274,6 +334,11 @@ impl MemoryNetwork {
         self.state().blocked.clear();
     }
 
+    /// Records every frame the endpoint `name` sends or receives on links made from now on.
+    pub fn record(&self, name: &str) -> Recorder {
+        self.state().recorders.entry(name.to_owned()).or_default().clone()
+    }
+
     /// Offers made and neither taken nor withdrawn (for bounds checks).
     pub fn pending_offers(&self) -> usize {
         self.state().offers.len()
@@ -343,7 +408,7 @@ impl AwaitingAnswer for MemoryOffer {
             match slot.and_then(|s| s.answered) {
                 Some((link, open)) => {
                     let _ = open.send(());
-                    Ok(Box::new(link) as Box<dyn Link>)
+                    Ok(link)
                 }
                 None => Err(ConnectError("offer was never answered".into())),
             }
@@ -353,7 +418,7 @@ impl AwaitingAnswer for MemoryOffer {
 
 #[derive(Debug)]
 struct MemoryAnswer {
-    link: memory::MemoryLink,
+    link: Box<dyn Link>,
     open: oneshot::Receiver<()>,
 }
 
@@ -361,7 +426,7 @@ impl AwaitingOpen for MemoryAnswer {
     fn connected(self: Box<Self>) -> BoxFuture<'static, Result<Box<dyn Link>, ConnectError>> {
         Box::pin(async move {
             match tokio::time::timeout(MEMORY_OPEN_TIMEOUT, self.open).await {
-                Ok(Ok(())) => Ok(Box::new(self.link) as Box<dyn Link>),
+                Ok(Ok(())) => Ok(self.link),
                 Ok(Err(_)) => Err(ConnectError("the offer was withdrawn".into())),
                 Err(_) => Err(ConnectError("timed out waiting for the offerer".into())),
             }
@@ -419,8 +484,8 @@ impl Connector for MemoryConnector {
                     b: me.clone(),
                     close: mine.close_handle(),
                 });
-                slot.answered = Some((theirs, open_tx));
-                (mine, open_rx)
+                slot.answered = Some((boxed(theirs, st.recorders.get(&slot.from)), open_tx));
+                (boxed(mine, st.recorders.get(&me)), open_rx)
             };
             let json = net.signal("answer", token);
             Ok((json, Box::new(MemoryAnswer { link, open }) as Box<dyn AwaitingOpen>))

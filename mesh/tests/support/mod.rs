@@ -129,10 +129,15 @@ pub async fn raw_peer(url: &str, net: &MemoryNetwork, swarm: &str) -> Box<dyn Li
     pending.accept(answer).await.unwrap()
 }
 
+/// The next text frame on a raw link, skipping a Rust peer's binary hello (which JavaScript
+/// peers ignore too).
 pub async fn next_text(link: &dyn Link) -> String {
-    match within("a frame", link.recv()).await {
-        Some(Frame::Text(t)) => t,
-        other => panic!("expected a text frame, got {other:?}"),
+    loop {
+        match within("a frame", link.recv()).await {
+            Some(Frame::Text(t)) => return t,
+            Some(Frame::Binary(b)) if b.starts_with(&ghostmesh::relay::layered::HELLO_MAGIC) => {}
+            other => panic!("expected a text frame, got {other:?}"),
+        }
     }
 }
 
