@@ -11,6 +11,8 @@
 
 pub mod bench;
 pub mod cli;
+pub mod container;
+pub mod filedata;
 pub mod live;
 pub mod payload;
 pub mod record;

@@ -9,6 +9,8 @@
 //! the payload bytes handed to the mesh and `metric = "tracker"` is not measured (0). A live
 //! run ends when every step has fired and every message is settled, or at `duration`.
 
+mod routes;
+
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -46,29 +48,31 @@ pub struct LiveOutcome {
 }
 
 #[derive(Debug)]
-struct Shared {
+pub(crate) struct Shared {
     t0: Instant,
     rec: Recorder,
     /// Open links per peer (peer indices).
     links: Vec<BTreeSet<usize>>,
     /// Peer id (hex) to index, for every incarnation.
     index: HashMap<String, usize>,
+    /// The scenario's seed (file contents).
+    seed: u64,
 }
 
 impl Shared {
-    fn now(&self) -> u64 {
+    pub(crate) fn now(&self) -> u64 {
         nanos(self.t0.elapsed())
     }
 }
 
-type SharedRef = Arc<Mutex<Shared>>;
+pub(crate) type SharedRef = Arc<Mutex<Shared>>;
 
-fn lock(s: &SharedRef) -> MutexGuard<'_, Shared> {
+pub(crate) fn lock(s: &SharedRef) -> MutexGuard<'_, Shared> {
     s.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[derive(Debug)]
-struct LivePeer {
+pub(crate) struct LivePeer {
     handle: MeshHandle,
     peer_id: String,
     /// `true`: leave cleanly; `false`: crash.
@@ -98,6 +102,21 @@ pub fn run(sc: &Scenario, progress: &mut dyn FnMut(f64)) -> Result<LiveOutcome, 
     rt.block_on(run_async(sc, progress))
 }
 
+/// The scenario's tracker settings for a container, as `GHOSTMESH_TRACKER_*` variables.
+fn container_env(sc: &Scenario) -> Vec<(String, String)> {
+    let c = tracker_config(sc, "0.0.0.0:8000".into());
+    [
+        ("ANNOUNCE_INTERVAL_SECS", c.announce_interval_secs.to_string()),
+        ("OFFER_TIMEOUT_SECS", c.offer_timeout_secs.to_string()),
+        ("MAX_OFFERS", c.max_offers.to_string()),
+        ("MAX_PEERS_PER_SWARM", c.max_peers_per_swarm.to_string()),
+        ("SHUTDOWN_GRACE_SECS", c.shutdown_grace_secs.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (format!("GHOSTMESH_TRACKER_{k}"), v))
+    .collect()
+}
+
 fn tracker_config(sc: &Scenario, listen: String) -> Config {
     Config {
         listen,
@@ -110,13 +129,14 @@ fn tracker_config(sc: &Scenario, listen: String) -> Config {
     }
 }
 
-struct Live<'a> {
+pub(crate) struct Live<'a> {
     sc: &'a Scenario,
     shared: SharedRef,
     peers: Vec<Option<LivePeer>>,
     incarnation: Vec<u64>,
     tracker: Option<Tracker>,
     tracker_addr: Option<String>,
+    container: Option<crate::container::ContainerTracker>,
     url: String,
     net: MemoryNetwork,
     rng: StdRng,
@@ -124,6 +144,7 @@ struct Live<'a> {
 }
 
 async fn run_async(sc: &Scenario, progress: &mut dyn FnMut(f64)) -> Result<LiveOutcome, String> {
+    let mut container = None;
     let (tracker, url, tracker_addr) = match &sc.tracker.kind {
         TrackerKind::Embedded => {
             let t = Tracker::start(tracker_config(sc, "127.0.0.1:0".into()))
@@ -135,9 +156,12 @@ async fn run_async(sc: &Scenario, progress: &mut dyn FnMut(f64)) -> Result<LiveO
         }
         TrackerKind::Url(u) => (None, u.clone(), None),
         TrackerKind::Container => {
-            return Err(
-                "tracker \"container\" is not available yet (needs the containers issue)".into(),
-            );
+            let image = std::env::var("GHOSTMESH_TRACKER_IMAGE")
+                .unwrap_or_else(|_| crate::container::DEFAULT_IMAGE.to_owned());
+            let c = crate::container::ContainerTracker::start(&image, &container_env(sc)).await?;
+            let url = c.ws_url();
+            container = Some(c);
+            (None, url, None)
         }
     };
     let mem = sc
@@ -156,6 +180,7 @@ async fn run_async(sc: &Scenario, progress: &mut dyn FnMut(f64)) -> Result<LiveO
         rec: Recorder::new(sc),
         links: vec![BTreeSet::new(); n],
         index: HashMap::new(),
+        seed: sc.seed,
     }));
     let mut live = Live {
         sc,
@@ -164,6 +189,7 @@ async fn run_async(sc: &Scenario, progress: &mut dyn FnMut(f64)) -> Result<LiveO
         incarnation: vec![0; n],
         tracker,
         tracker_addr,
+        container,
         url,
         net: MemoryNetwork::new(mem),
         rng: StdRng::seed_from_u64(sc.seed),
@@ -200,6 +226,12 @@ async fn run_async(sc: &Scenario, progress: &mut dyn FnMut(f64)) -> Result<LiveO
                 count, interval, ..
             }
             | Action::Broadcast {
+                count, interval, ..
+            }
+            | Action::SendFile {
+                count, interval, ..
+            }
+            | Action::Routed {
                 count, interval, ..
             } => {
                 for k in 0..*count {
@@ -271,6 +303,21 @@ async fn run_async(sc: &Scenario, progress: &mut dyn FnMut(f64)) -> Result<LiveO
     }
     progress(0.9);
     live.sends.abort_all();
+    // What the relays saw.
+    for p in live.peers.iter().flatten() {
+        if let Ok(Ok(st)) =
+            tokio::time::timeout(Duration::from_secs(2), p.handle.relay_stats()).await
+        {
+            let mut s = lock(&shared);
+            s.rec.relay_forwarded += st.forwarded;
+            s.rec.relay_dropped += st.dropped_ttl
+                + st.dropped_unknown_next
+                + st.dropped_loop
+                + st.dropped_too_large
+                + st.dropped_malformed
+                + st.dropped_hops;
+        }
+    }
     let end_ns = lock(&shared).now();
     for p in 0..n {
         live.stop_peer(p, true).await;
@@ -305,8 +352,16 @@ impl Live<'_> {
                     t.shutdown().await;
                     lock(&self.shared).rec.tracker_restarts += 1;
                 }
+                if let Some(c) = &self.container {
+                    c.stop().await?;
+                    lock(&self.shared).rec.tracker_restarts += 1;
+                }
                 Ok(())
             }
+            Op::TrackerUp if self.container.is_some() => match &self.container {
+                Some(c) => c.start_again().await,
+                None => Ok(()),
+            },
             Op::TrackerUp => {
                 let Some(addr) = self.tracker_addr.clone() else {
                     return Ok(()); // an external tracker is not ours to restart
@@ -396,15 +451,16 @@ impl Live<'_> {
         }
         let (stop_tx, mut stop_rx) = watch::channel(None::<bool>);
         let shared = self.shared.clone();
-        let steps: Vec<(usize, Content)> =
-            sc.steps
-                .iter()
-                .map(|s| match &s.action {
-                    Action::Send { size, content, .. }
-                    | Action::Broadcast { size, content, .. } => (*size, *content),
-                    _ => (0, Content::Text),
-                })
-                .collect();
+        let steps: Vec<(usize, Content)> = sc
+            .steps
+            .iter()
+            .map(|s| match &s.action {
+                Action::Send { size, content, .. }
+                | Action::Broadcast { size, content, .. }
+                | Action::Routed { size, content, .. } => (*size, *content),
+                _ => (0, Content::Text),
+            })
+            .collect();
         let task = tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -465,6 +521,11 @@ impl Live<'_> {
     fn send_round(&mut self, i: usize) {
         let sc = self.sc;
         let step = &sc.steps[i];
+        match &step.action {
+            Action::SendFile { .. } => return self.file_round(i),
+            Action::Routed { .. } => return self.routed_round(i),
+            _ => {}
+        }
         let (from, size, content) = match &step.action {
             Action::Send {
                 from,
@@ -517,6 +578,7 @@ impl Live<'_> {
                     delivered_at: None,
                     acked_at: None,
                     failure: Some("no link to a target peer".into()),
+                    ..MsgRecord::default()
                 });
                 continue;
             }
@@ -533,6 +595,7 @@ impl Live<'_> {
                     delivered_at: None,
                     acked_at: None,
                     failure: None,
+                    ..MsgRecord::default()
                 });
                 s.rec.link_bytes += size as u64;
                 s.rec.link_frames += 1;
@@ -614,6 +677,11 @@ async fn on_event(
             let _ = mesh.respond(handle, Payload::Text("ack".into())).await;
         }
         MeshEvent::TrackerWarning { .. } => lock(shared).rec.tracker_warnings += 1,
+        MeshEvent::File(session) => {
+            let shared = shared.clone();
+            tokio::spawn(routes::receive_file(shared, p, session));
+        }
+        MeshEvent::Onion(msg) => routes::on_onion(shared, p, steps, mesh, msg).await,
         _ => {}
     }
 }

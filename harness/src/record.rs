@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::scenario::{Action, AssertKind, BytesMetric, Scenario};
+use crate::scenario::{AssertKind, BytesMetric, Measure, Scenario};
 use crate::units::{format_duration, format_rate};
 
-/// One application message sent by the harness.
-#[derive(Debug, Clone)]
+/// One application message, file or routed message sent by the harness.
+#[derive(Debug, Clone, Default)]
 pub struct MsgRecord {
     /// Index of the step that sent it.
     pub step: usize,
@@ -23,6 +23,22 @@ pub struct MsgRecord {
     pub acked_at: Option<u64>,
     /// Why the send failed, if it did.
     pub failure: Option<String>,
+    /// Routed messages: relays the message went through (counted when delivered).
+    pub hops: Option<u32>,
+    /// Routed messages: bytes of the onion packet on each hop (0 = sender to first relay).
+    pub hop_bytes: Vec<u64>,
+    /// Files: whether the binary fast path carried (some of) the bytes.
+    pub fast: Option<bool>,
+    /// What was sent: 0 message, 1 file, 2 routed request, 3 onion message.
+    pub kind: u8,
+}
+
+/// [`MsgRecord::kind`] values.
+pub mod kind {
+    pub const MESSAGE: u8 = 0;
+    pub const FILE: u8 = 1;
+    pub const ROUTED: u8 = 2;
+    pub const ONION: u8 = 3;
 }
 
 /// One (re)join of a peer, for discovery.
@@ -54,6 +70,10 @@ pub struct Recorder {
     pub links_closed: u64,
     pub tracker_warnings: u64,
     pub tracker_restarts: u64,
+    /// Onion layers relays passed on.
+    pub relay_forwarded: u64,
+    /// Onion packets relays dropped (ttl spent, next hop not linked, ...).
+    pub relay_dropped: u64,
 }
 
 impl Recorder {
@@ -158,6 +178,16 @@ pub struct Summary {
     pub links_closed: u64,
     pub tracker_warnings: u64,
     pub tracker_restarts: u64,
+    pub files_sent: usize,
+    pub files_complete: usize,
+    /// Files whose bytes went (partly) over the binary fast path.
+    pub files_fast: usize,
+    pub routed_sent: usize,
+    pub routed_delivered: usize,
+    /// Routed requests whose response came back.
+    pub routed_answered: usize,
+    pub relay_forwarded: u64,
+    pub relay_dropped: u64,
 }
 
 /// Series for the charts.
@@ -192,7 +222,38 @@ fn latencies<'a>(msgs: impl Iterator<Item = &'a MsgRecord>) -> Vec<u64> {
     v
 }
 
+fn measured(m: &MsgRecord, measure: Measure) -> Option<u64> {
+    match measure {
+        Measure::Delivery => m.delivered_at,
+        // A round trip counts only if the receiver had the message whole.
+        Measure::RoundTrip => m.delivered_at.and(m.acked_at),
+    }
+}
+
+fn measured_latencies<'a>(msgs: impl Iterator<Item = &'a MsgRecord>, measure: Measure) -> Vec<u64> {
+    let mut v: Vec<u64> = msgs
+        .filter_map(|m| measured(m, measure).map(|d| d.saturating_sub(m.sent_at)))
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+fn bounds_text(min: Option<u64>, max: Option<u64>) -> String {
+    match (min, max) {
+        (Some(a), Some(b)) => format!("{a}..={b}"),
+        (Some(a), None) => format!(">= {a}"),
+        (None, Some(b)) => format!("<= {b}"),
+        (None, None) => "any".into(),
+    }
+}
+
 impl Recorder {
+    fn of_kind<'a>(&'a self, kinds: &'a [u8]) -> impl Iterator<Item = &'a MsgRecord> + 'a {
+        self.messages
+            .iter()
+            .filter(move |m| kinds.contains(&m.kind))
+    }
+
     /// Headline numbers.
     pub fn summary(&self, sc: &Scenario) -> Summary {
         let lat = latencies(self.messages.iter());
@@ -233,6 +294,26 @@ impl Recorder {
             links_closed: self.links_closed,
             tracker_warnings: self.tracker_warnings,
             tracker_restarts: self.tracker_restarts,
+            files_sent: self.of_kind(&[kind::FILE]).count(),
+            files_complete: self
+                .of_kind(&[kind::FILE])
+                .filter(|m| m.delivered_at.is_some())
+                .count(),
+            files_fast: self
+                .of_kind(&[kind::FILE])
+                .filter(|m| m.fast == Some(true))
+                .count(),
+            routed_sent: self.of_kind(&[kind::ROUTED, kind::ONION]).count(),
+            routed_delivered: self
+                .of_kind(&[kind::ROUTED, kind::ONION])
+                .filter(|m| m.delivered_at.is_some())
+                .count(),
+            routed_answered: self
+                .of_kind(&[kind::ROUTED])
+                .filter(|m| m.acked_at.is_some())
+                .count(),
+            relay_forwarded: self.relay_forwarded,
+            relay_dropped: self.relay_dropped,
         }
     }
 
@@ -297,13 +378,19 @@ impl Recorder {
             .iter()
             .map(|a| {
                 let (kind, passed, expected, actual) = match &a.kind {
-                    AssertKind::DeliveryRatio { step, min, within } => {
+                    AssertKind::DeliveryRatio {
+                        step,
+                        min,
+                        max,
+                        within,
+                        measure,
+                    } => {
                         let within_ns = within.as_nanos() as u64;
                         let msgs: Vec<&MsgRecord> = of_step(step_idx(step)).collect();
                         let ok = msgs
                             .iter()
                             .filter(|m| {
-                                m.delivered_at
+                                measured(m, *measure)
                                     .is_some_and(|d| d.saturating_sub(m.sent_at) <= within_ns)
                             })
                             .count();
@@ -314,10 +401,20 @@ impl Recorder {
                         };
                         (
                             "delivery_ratio",
-                            !msgs.is_empty() && ratio >= *min,
+                            !msgs.is_empty() && ratio >= *min && max.is_none_or(|m| ratio <= m),
                             format!(
-                                ">= {:.2}% delivered within {}",
-                                min * 100.0,
+                                "{} {} within {}",
+                                match max {
+                                    Some(m) if *min > 0.0 => {
+                                        format!("{:.2}%..={:.2}%", min * 100.0, m * 100.0)
+                                    }
+                                    Some(m) => format!("<= {:.2}%", m * 100.0),
+                                    None => format!(">= {:.2}%", min * 100.0),
+                                },
+                                match measure {
+                                    Measure::Delivery => "delivered",
+                                    Measure::RoundTrip => "answered (round trip)",
+                                },
                                 format_duration(*within)
                             ),
                             format!("{:.2}% ({ok} of {} messages)", ratio * 100.0, msgs.len()),
@@ -327,8 +424,9 @@ impl Recorder {
                         step,
                         percentile: q,
                         max,
+                        measure,
                     } => {
-                        let lat = latencies(of_step(step_idx(step)));
+                        let lat = measured_latencies(of_step(step_idx(step)), *measure);
                         let p = percentile(&lat, *q);
                         (
                             "latency",
@@ -397,6 +495,67 @@ impl Recorder {
                             format!("{:.2}% ({ok} of {eligible} joins)", ratio * 100.0),
                         )
                     }
+                    AssertKind::Hops { step, min, max } => {
+                        let hops: Vec<u64> = of_step(step_idx(step))
+                            .filter(|m| m.delivered_at.is_some())
+                            .filter_map(|m| m.hops.map(u64::from))
+                            .collect();
+                        let ok = !hops.is_empty()
+                            && hops
+                                .iter()
+                                .all(|&h| min.is_none_or(|a| h >= a) && max.is_none_or(|b| h <= b));
+                        let (lo, hi) = (hops.iter().min(), hops.iter().max());
+                        (
+                            "hops",
+                            ok,
+                            format!(
+                                "every delivered message through {} relays",
+                                bounds_text(*min, *max)
+                            ),
+                            match (lo, hi) {
+                                (Some(l), Some(h)) => format!(
+                                    "{l}..={h} relays over {} delivered messages",
+                                    hops.len()
+                                ),
+                                _ => "no routed message was delivered".into(),
+                            },
+                        )
+                    }
+                    AssertKind::HopBytes {
+                        step,
+                        hop,
+                        min,
+                        max,
+                    } => {
+                        let sizes: Vec<u64> = of_step(step_idx(step))
+                            .flat_map(|m| {
+                                m.hop_bytes
+                                    .iter()
+                                    .enumerate()
+                                    .filter(|(i, _)| hop.is_none_or(|h| h == *i))
+                                    .map(|(_, &b)| b)
+                            })
+                            .collect();
+                        let ok = !sizes.is_empty()
+                            && sizes
+                                .iter()
+                                .all(|&b| min.is_none_or(|a| b >= a) && max.is_none_or(|c| b <= c));
+                        let which = hop.map_or("every hop".to_owned(), |h| format!("hop {h}"));
+                        (
+                            "hop_bytes",
+                            ok,
+                            format!(
+                                "onion packets on {which}: {} bytes",
+                                bounds_text(*min, *max)
+                            ),
+                            match (sizes.iter().min(), sizes.iter().max()) {
+                                (Some(l), Some(h)) => {
+                                    format!("{l}..={h} bytes over {} packets", sizes.len())
+                                }
+                                _ => "no packet crossed that hop".into(),
+                            },
+                        )
+                    }
                     AssertKind::Throughput { step, min } => {
                         let msgs: Vec<&MsgRecord> = of_step(step_idx(step)).collect();
                         let first = msgs.iter().map(|m| m.sent_at).min();
@@ -432,10 +591,7 @@ impl Recorder {
 
 /// Whether step `i` of `sc` sends messages (for step filters).
 pub fn is_send_step(sc: &Scenario, i: usize) -> bool {
-    matches!(
-        sc.steps[i].action,
-        Action::Send { .. } | Action::Broadcast { .. }
-    )
+    sc.steps[i].action.sends()
 }
 
 /// Nanoseconds of a duration, saturating.

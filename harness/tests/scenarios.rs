@@ -116,6 +116,8 @@ fn every_shipped_scenario_is_valid_and_tested() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.ends_with(".toml"))
+        // Container scenarios need Docker; tests/container.rs runs them.
+        .filter(|n| !n.starts_with("container-"))
         .collect();
     names.sort();
     assert_eq!(
@@ -124,6 +126,9 @@ fn every_shipped_scenario_is_valid_and_tested() {
             "chunking.toml",
             "churn-and-tracker-restart.toml",
             "discovery-1k.toml",
+            "file-transfer.toml",
+            "onion-3-hops.toml",
+            "relay.toml",
             "throughput.toml",
             "tour.toml"
         ]
@@ -243,7 +248,7 @@ fn invalid_scenarios_exit_2_naming_file_line_and_key() {
             "invalid-container.toml",
             ":2:",
             "tracker",
-            "needs the containers issue",
+            "needs --backend live",
         ),
         (
             "invalid-wrong-key-for-action.toml",
@@ -252,6 +257,18 @@ fn invalid_scenarios_exit_2_naming_file_line_and_key() {
             "does not apply to action \"join\"",
         ),
         ("invalid-syntax.toml", ":2:", "", "expected `]`"),
+        (
+            "invalid-relay-route.toml",
+            ":18:",
+            "step[1].through",
+            "\"relays[0]\" names no group",
+        ),
+        (
+            "invalid-file-size.toml",
+            ":11:",
+            "step[0].size",
+            "\"two megabytes\" is not a size",
+        ),
     ];
     for (file, line, key, needle) in cases {
         let path = format!("harness/tests/fixtures/{file}");
@@ -272,6 +289,22 @@ fn invalid_scenarios_exit_2_naming_file_line_and_key() {
             assert!(err.contains(needle), "{file}: {needle:?} in {err}");
         }
     }
+    // The second mistake of each new-action fixture is reported too.
+    let o = harness(&[
+        "validate",
+        "harness/tests/fixtures/invalid-relay-route.toml",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("invalid-relay-route.toml:25:8: key `step[2].hops`: 2 relays need 4 peers"),
+        "{err}"
+    );
+    let o = harness(&["validate", "harness/tests/fixtures/invalid-file-size.toml"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("invalid-file-size.toml:12:10: key `step[0].format`: unknown format \"zip\""),
+        "{err}"
+    );
     // Two mistakes in one file: both reported.
     let o = harness(&[
         "validate",
@@ -398,4 +431,188 @@ within = "5s"
         errs[0]
     );
     rt.block_on(tracker.shutdown());
+}
+
+#[test]
+fn sim_file_transfer() {
+    let j = run_passes("scenarios/file-transfer.toml", "sim");
+    let s = &j["summary"];
+    assert_eq!(s["files_sent"], 12);
+    assert_eq!(s["files_complete"], 12);
+    assert_eq!(s["files_fast"], 1, "the 2 MiB fast file used binary frames");
+}
+
+#[test]
+fn sim_relay() {
+    let j = run_passes("scenarios/relay.toml", "sim");
+    assert_eq!(j["summary"]["routed_answered"], 15);
+    assert_eq!(j["summary"]["relay_forwarded"], 30);
+}
+
+#[test]
+fn sim_onion_3_hops() {
+    let j = run_passes("scenarios/onion-3-hops.toml", "sim");
+    let s = &j["summary"];
+    assert_eq!(s["routed_delivered"], 45);
+    // 30 onion messages and 10 requests each way, 3 relays every time (150), then GhostMesh's
+    // layers: 5 through one relay, 5 through three, forwarded twice and dropped by the third.
+    assert_eq!(s["relay_forwarded"], 165);
+    assert_eq!(s["relay_dropped"], 5);
+    let sc = scenario::load(
+        &root().join("scenarios/onion-3-hops.toml"),
+        Some(Backend::Sim),
+    )
+    .unwrap();
+    let out = ghostmesh_harness::sim::run(&sc, &mut |_| {}).unwrap();
+    let step = sc
+        .steps
+        .iter()
+        .position(|s| s.name == "ghostmesh-ttl-3-relays")
+        .unwrap();
+    let dropped: Vec<&ghostmesh_harness::record::MsgRecord> =
+        out.rec.messages.iter().filter(|m| m.step == step).collect();
+    assert_eq!(dropped.len(), 5);
+    for m in dropped {
+        assert_eq!(
+            m.failure.as_deref(),
+            Some("dropped at relays[2]: ttl spent")
+        );
+        assert_eq!(m.hop_bytes.len(), 3, "hops 0..=2 carried it");
+    }
+}
+
+#[test]
+fn live_file_transfer() {
+    let j = run_passes("scenarios/file-transfer.toml", "live");
+    assert_eq!(j["summary"]["files_complete"], 12);
+}
+
+#[test]
+fn live_relay() {
+    run_passes("scenarios/relay.toml", "live");
+}
+
+#[test]
+fn live_onion_3_hops() {
+    let j = run_passes("scenarios/onion-3-hops.toml", "live");
+    assert_eq!(j["summary"]["relay_forwarded"], 165);
+    assert_eq!(j["summary"]["relay_dropped"], 5);
+}
+
+#[test]
+fn live_webrtc_files_and_relays() {
+    run_passes(
+        "harness/tests/fixtures/live-webrtc-files-and-relays.toml",
+        "live",
+    );
+}
+
+#[test]
+fn determinism_of_files_relays_and_onions() {
+    for f in ["file-transfer", "relay", "onion-3-hops"] {
+        let path = root().join(format!("scenarios/{f}.toml"));
+        let mut sc = scenario::load(&path, Some(Backend::Sim)).unwrap();
+        let a = ghostmesh_harness::sim::run(&sc, &mut |_| {}).unwrap();
+        let b = ghostmesh_harness::sim::run(&sc, &mut |_| {}).unwrap();
+        assert_eq!(a.trace_hash, b.trace_hash, "{f}");
+        assert_eq!(a.rec.link_bytes, b.rec.link_bytes, "{f}");
+        let hops = |o: &ghostmesh_harness::sim::SimOutcome| -> Vec<Vec<u64>> {
+            o.rec.messages.iter().map(|m| m.hop_bytes.clone()).collect()
+        };
+        assert_eq!(hops(&a), hops(&b), "{f}");
+        sc.seed += 1;
+        let c = ghostmesh_harness::sim::run(&sc, &mut |_| {}).unwrap();
+        assert_ne!(a.trace_hash, c.trace_hash, "{f}");
+    }
+    let o = harness(&["run", "scenarios/onion-3-hops.toml", "--check-determinism"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
+
+#[test]
+fn sim_routes_drop_on_a_missing_link_and_say_where() {
+    // Two relays that never link to each other (a partition between their groups): the first
+    // relay drops the packet, counts it and the message names the relay.
+    let text = r#"name = "cut-route"
+duration = "10s"
+[tracker]
+announce_interval = "5s"
+[[group]]
+name = "s"
+count = 1
+[[group]]
+name = "r1"
+count = 1
+[[group]]
+name = "r2"
+count = 1
+[[group]]
+name = "t"
+count = 1
+[[step]]
+at = "0s"
+action = "partition"
+sides = [["r1"], ["r2"]]
+[[step]]
+at = "0s"
+action = "join"
+peers = "all"
+[[step]]
+at = "3s"
+name = "o"
+action = "onion_send"
+from = "s"
+to = "t"
+through = ["r1[0]", "r2[0]"]
+[[assert]]
+kind = "delivery_ratio"
+step = "o"
+min = 0.0
+"#;
+    let sc = scenario::parse_str(Path::new("cut-route.toml"), text).unwrap();
+    let out = ghostmesh_harness::sim::run(&sc, &mut |_| {}).unwrap();
+    assert_eq!(out.rec.relay_dropped, 1);
+    let m = &out.rec.messages[0];
+    assert!(m.delivered_at.is_none());
+    assert_eq!(
+        m.failure.as_deref(),
+        Some("dropped at r1[0]: next hop not linked")
+    );
+    assert_eq!(m.hop_bytes.len(), 1);
+}
+
+#[test]
+fn sim_file_fails_when_the_receiver_crashes_mid_transfer() {
+    let text = r#"name = "crash-mid-file"
+duration = "20s"
+link_failure_detect = "1s"
+[tracker]
+announce_interval = "5s"
+[[group]]
+name = "a"
+count = 2
+network = { latency = "5ms", bandwidth = "10Mbps" }
+[[step]]
+at = "0s"
+action = "join"
+peers = "all"
+[[step]]
+at = "3s"
+name = "f"
+action = "send_file"
+from = "a[0]"
+size = "4MiB"
+[[step]]
+at = "3.5s"
+action = "crash"
+peers = "a[1]"
+[[assert]]
+kind = "delivery_ratio"
+step = "f"
+min = 0.0
+"#;
+    let sc = scenario::parse_str(Path::new("crash-mid-file.toml"), text).unwrap();
+    let out = ghostmesh_harness::sim::run(&sc, &mut |_| {}).unwrap();
+    let m = &out.rec.messages[0];
+    assert!(m.delivered_at.is_none());
+    assert_eq!(m.failure.as_deref(), Some("link closed"));
 }

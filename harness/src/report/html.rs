@@ -138,7 +138,7 @@ pub fn html(r: &RunResult) -> String {
          <tr><th>peers / joins / links</th><td>{} / {} / {}</td></tr>\
          <tr><th>messages</th><td>{} sent, {} delivered ({:.2}%), {} failed</td></tr>\
          <tr><th>latency</th><td>p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms</td></tr>\
-         <tr><th>bytes</th><td>links {}, tracker {}</td></tr></table>",
+         <tr><th>bytes</th><td>links {}, tracker {}</td></tr>",
         escape(&r.file),
         escape(&r.backend),
         r.seed,
@@ -159,6 +159,25 @@ pub fn html(r: &RunResult) -> String {
         s.link_bytes,
         s.tracker_bytes
     );
+    if s.files_sent > 0 {
+        let _ = writeln!(
+            o,
+            "<tr><th>files</th><td>{} sent, {} complete and intact, {} over the fast path</td></tr>",
+            s.files_sent, s.files_complete, s.files_fast
+        );
+    }
+    if s.routed_sent > 0 {
+        let _ = writeln!(
+            o,
+            "<tr><th>routed</th><td>{} sent, {} delivered, {} answered; relays forwarded {}, dropped {}</td></tr>",
+            s.routed_sent,
+            s.routed_delivered,
+            s.routed_answered,
+            s.relay_forwarded,
+            s.relay_dropped
+        );
+    }
+    o.push_str("</table>\n");
     o.push_str("<h2>Assertions</h2><table><tr><th>result</th><th>assertion</th><th>expected</th><th>actual</th></tr>\n");
     for a in &r.assertions {
         let _ = writeln!(

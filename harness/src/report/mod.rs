@@ -122,6 +122,24 @@ impl RunResult {
             "  bytes: links {} in {} frames, tracker {} in {} frames",
             s.link_bytes, s.link_frames, s.tracker_bytes, s.tracker_frames
         );
+        if s.files_sent > 0 {
+            let _ = writeln!(
+                o,
+                "  files {} sent, {} complete and intact ({} over the fast path)",
+                s.files_sent, s.files_complete, s.files_fast
+            );
+        }
+        if s.routed_sent > 0 {
+            let _ = writeln!(
+                o,
+                "  routed {} sent, {} delivered, {} answered; relays forwarded {}, dropped {}",
+                s.routed_sent,
+                s.routed_delivered,
+                s.routed_answered,
+                s.relay_forwarded,
+                s.relay_dropped
+            );
+        }
         let _ = writeln!(o, "assertions:");
         for a in &self.assertions {
             let _ = writeln!(

@@ -38,7 +38,8 @@ pub enum TrackerKind {
     Embedded,
     /// An external tracker (live only).
     Url(String),
-    /// A tracker container (not available yet: needs the containers issue).
+    /// The tracker's Docker image through testcontainers (live only; image
+    /// `ghostmesh-tracker:latest`, or `$GHOSTMESH_TRACKER_IMAGE`).
     Container,
 }
 
@@ -195,6 +196,50 @@ pub enum Action {
     TrackerRestart {
         down_for: Duration,
     },
+    /// Every peer of `from` sends `count` files of `size` bytes to a linked peer of `to`.
+    SendFile {
+        from: Selection,
+        to: Target,
+        count: u32,
+        interval: Duration,
+        size: u64,
+        chunk_size: u64,
+        format: FileFormat,
+    },
+    /// Routed request/response (`onion = false`: `relay_send`) or one-way onion message
+    /// (`onion = true`: `onion_send`) through `route` relays to a peer of `to`.
+    Routed {
+        onion: bool,
+        from: Selection,
+        to: Selection,
+        route: RouteSpec,
+        count: u32,
+        interval: Duration,
+        size: usize,
+        content: Content,
+        /// `onion_send` only: build the layers as a JavaScript GhostMesh sender does (outermost
+        /// ttl 2), instead of the Rust mesh's ttls.
+        ghostmesh_ttl: bool,
+    },
+}
+
+/// How a `send_file` offers its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    /// Offer the binary fast path (a Rust receiver accepts it; chunks before the accept
+    /// arrives go in GhostMesh's format).
+    Fast,
+    /// GhostMesh's JSON packets throughout.
+    Compat,
+}
+
+/// The relays of a routed step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteSpec {
+    /// These peers, in order.
+    Through(Vec<usize>),
+    /// This many random relays among the sender's linked peers.
+    Hops(usize),
 }
 
 impl Action {
@@ -210,7 +255,22 @@ impl Action {
             Action::Partition { .. } => "partition",
             Action::Heal => "heal",
             Action::TrackerRestart { .. } => "tracker_restart",
+            Action::SendFile { .. } => "send_file",
+            Action::Routed { onion: false, .. } => "relay_send",
+            Action::Routed { onion: true, .. } => "onion_send",
         }
+    }
+
+    /// Whether the step sends something the assertions can count (messages, files, routed
+    /// messages).
+    pub fn sends(&self) -> bool {
+        matches!(
+            self,
+            Action::Send { .. }
+                | Action::Broadcast { .. }
+                | Action::SendFile { .. }
+                | Action::Routed { .. }
+        )
     }
 }
 
@@ -230,13 +290,30 @@ pub enum AssertKind {
     DeliveryRatio {
         step: Option<String>,
         min: f64,
+        /// At most this ratio (to show that something is dropped).
+        max: Option<f64>,
         within: Duration,
+        measure: Measure,
     },
-    /// The `percentile` of one-way delivery latency is at most `max`.
+    /// The `percentile` of one-way delivery latency (or round trip) is at most `max`.
     Latency {
         step: Option<String>,
         percentile: f64,
         max: Duration,
+        measure: Measure,
+    },
+    /// Every delivered routed message of `step` went through `min..=max` relays.
+    Hops {
+        step: Option<String>,
+        min: Option<u64>,
+        max: Option<u64>,
+    },
+    /// The routed packets of `step` on hop `hop` (or every hop) were `min..=max` bytes.
+    HopBytes {
+        step: Option<String>,
+        hop: Option<usize>,
+        min: Option<u64>,
+        max: Option<u64>,
     },
     /// Bytes carried (`metric`: `link` frames or `tracker` frames) within bounds.
     Bytes {
@@ -252,6 +329,15 @@ pub enum AssertKind {
     },
     /// Delivered payload bytes per second over the step's active window, at least `min`.
     Throughput { step: Option<String>, min: f64 },
+}
+
+/// What a `delivery_ratio` or `latency` assertion measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    /// Sent until complete and intact at the receiver.
+    Delivery,
+    /// Sent until the response (or the fast-path completion ack) is back at the sender.
+    RoundTrip,
 }
 
 /// Which byte counter a `bytes` assertion reads.

@@ -89,8 +89,17 @@ pub struct RawStep {
     pub content: Option<String>,
     pub sides: Option<Vec<Vec<String>>>,
     pub down_for: Option<String>,
-    // Reserved for the file, relay/onion and hidden-service issues.
+    /// `relay_send` / `onion_send`: random relays (or `through`).
     pub hops: Option<u64>,
+    /// `relay_send` / `onion_send`: explicit relays, one peer each, in order.
+    pub through: Option<Vec<String>>,
+    /// `send_file`: GhostMesh chunk size.
+    pub chunk_size: Option<toml::Value>,
+    /// `send_file`: `"fast"` or `"compat"`.
+    pub format: Option<String>,
+    /// `onion_send`: `"mesh"` or `"ghostmesh"` (GhostMesh's default layer ttls).
+    pub ttl: Option<String>,
+    // Reserved for the hidden-service issue.
     pub service: Option<String>,
 }
 
@@ -107,4 +116,8 @@ pub struct RawAssert {
     pub percentile: Option<f64>,
     pub metric: Option<String>,
     pub min_links: Option<u64>,
+    /// `delivery_ratio` / `latency`: `"delivery"` or `"round_trip"`.
+    pub measure: Option<String>,
+    /// `hop_bytes`: which hop (0 = sender to first relay); default every hop.
+    pub hop: Option<u64>,
 }

@@ -8,8 +8,9 @@ use toml::de::{DeTable, DeValue};
 
 use super::raw::{RawAssert, RawNet, RawScenario, RawStep, RawTracker};
 use super::{
-    Action, AssertKind, Assertion, Backend, BytesMetric, Content, Group, LinkRule, NetModel,
-    Scenario, ScenarioError, Selection, Step, Target, TrackerKind, TrackerSpec, Transport,
+    Action, AssertKind, Assertion, Backend, BytesMetric, Content, FileFormat, Group, LinkRule,
+    Measure, NetModel, RouteSpec, Scenario, ScenarioError, Selection, Step, Target, TrackerKind,
+    TrackerSpec, Transport,
 };
 use crate::units::{parse_duration, parse_rate, parse_size};
 
@@ -19,6 +20,10 @@ pub const DEFAULT_SEED: u64 = 1;
 const MAX_PEERS: usize = 100_000;
 /// Largest message a step may send.
 const MAX_MESSAGE_BYTES: u64 = 16 * 1024 * 1024;
+/// Largest file a `send_file` step may send.
+const MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
+/// Most relays on a route (the mesh's default `RelayConfig::max_hops`).
+const MAX_HOPS: u64 = 8;
 
 #[derive(Debug, Clone)]
 enum Seg {
@@ -509,6 +514,12 @@ fn step_span(s: &Step) -> Duration {
         }
         | Action::Broadcast {
             count, interval, ..
+        }
+        | Action::SendFile {
+            count, interval, ..
+        }
+        | Action::Routed {
+            count, interval, ..
         } => interval.saturating_mul(count.saturating_sub(1)),
         Action::TrackerRestart { down_for } => *down_for,
         Action::Partition { .. } | Action::Heal => Duration::ZERO,
@@ -569,8 +580,13 @@ fn resolve_tracker(cx: &mut Ctx<'_>, v: Option<&toml::Value>, backend: Backend) 
             TrackerKind::Url(url.clone())
         }
         (None | Some("embedded"), None) => TrackerKind::Embedded,
-        (Some("container"), _) => {
-            cx.err(&[Key("tracker")], "tracker \"container\" is not available yet: it needs the containers issue; use \"embedded\" or a ws:// URL");
+        (Some("container"), url) => {
+            if url.is_some() {
+                cx.err(&at("url"), "`url` does not apply to a container tracker (its URL is ws://127.0.0.1:<published port>)");
+            }
+            if backend == Backend::Sim {
+                cx.err(&[Key("tracker")], "a container tracker needs --backend live (the sim backend runs the tracker core in-process: use kind = \"embedded\")");
+            }
             TrackerKind::Container
         }
         (Some("url"), None) => {
@@ -675,12 +691,9 @@ fn selection(cx: &mut Ctx<'_>, path: &[Seg], text: &str, groups: &[Group]) -> Op
     })
 }
 
-const RESERVED_ACTIONS: &[(&str, &str)] = &[
-    ("send_file", "file transfer"),
-    ("relay_send", "relay routing"),
-    ("onion_send", "onion routing"),
-    ("hidden_service_request", "hidden services"),
-];
+const RESERVED_ACTIONS: &[(&str, &str)] = &[("hidden_service_request", "hidden services")];
+
+const ACTIONS: &str = "join, leave, crash, rejoin, send, broadcast, send_file, relay_send, onion_send, partition, heal or tracker_restart";
 
 fn resolve_step(
     cx: &mut Ctx<'_>,
@@ -692,7 +705,7 @@ fn resolve_step(
     let base = [Key("step"), Idx(i)];
     let at = |k| [Key("step"), Idx(i), Key(k)];
     let Some(action) = s.action.as_deref() else {
-        cx.err(&base, "missing key `action`: join, leave, crash, rejoin, send, broadcast, partition, heal or tracker_restart");
+        cx.err(&base, format!("missing key `action`: {ACTIONS}"));
         return None;
     };
     if let Some((_, what)) = RESERVED_ACTIONS.iter().find(|(a, _)| *a == action) {
@@ -709,12 +722,30 @@ fn resolve_step(
         "partition" => &["sides"],
         "heal" => &[],
         "tracker_restart" => &["down_for"],
+        "send_file" => &[
+            "from",
+            "to",
+            "count",
+            "interval",
+            "size",
+            "chunk_size",
+            "format",
+        ],
+        "relay_send" => &[
+            "from", "to", "through", "hops", "count", "interval", "size", "content",
+        ],
+        "onion_send" => &[
+            "from", "to", "through", "hops", "count", "interval", "size", "content", "ttl",
+        ],
         other => {
-            cx.err(&at("action"), format!("unknown action {other:?}: expected join, leave, crash, rejoin, send, broadcast, partition, heal or tracker_restart"));
+            cx.err(
+                &at("action"),
+                format!("unknown action {other:?}: expected {ACTIONS}"),
+            );
             return None;
         }
     };
-    let present: [(&'static str, bool); 12] = [
+    let present: [(&'static str, bool); 16] = [
         ("peers", s.peers.is_some()),
         ("spread", s.spread.is_some()),
         ("from", s.from.is_some()),
@@ -726,6 +757,10 @@ fn resolve_step(
         ("sides", s.sides.is_some()),
         ("down_for", s.down_for.is_some()),
         ("hops", s.hops.is_some()),
+        ("through", s.through.is_some()),
+        ("chunk_size", s.chunk_size.is_some()),
+        ("format", s.format.is_some()),
+        ("ttl", s.ttl.is_some()),
         ("service", s.service.is_some()),
     ];
     for (k, is) in present {
@@ -767,6 +802,7 @@ fn resolve_step(
     };
     let interval = cx.duration(&at("interval"), &s.interval, Duration::from_millis(100));
     let size = match &s.size {
+        _ if action == "send_file" => 0,
         None => 64,
         Some(v) => match cx.size_value(&at("size"), v) {
             Some(n) if (16..=MAX_MESSAGE_BYTES).contains(&n) => n as usize,
@@ -868,6 +904,126 @@ fn resolve_step(
             }
             Action::Partition { sides: out }
         }
+        "send_file" => {
+            let from = need_sel(cx, "from", &s.from)?;
+            let to = match s.to.as_deref() {
+                None | Some("neighbour") | Some("neighbor") => Target::Neighbour,
+                Some(t) => Target::Among(selection(cx, &at("to"), t, groups)?),
+            };
+            let size = match &s.size {
+                None => {
+                    cx.err(
+                        &base,
+                        "missing key `size`: the file size, e.g. size = \"2MiB\" (0 is allowed)",
+                    );
+                    0
+                }
+                Some(v) => match cx.size_value(&at("size"), v) {
+                    Some(n) if n <= MAX_FILE_BYTES => n,
+                    Some(_) => {
+                        cx.err(
+                            &at("size"),
+                            format!("expected a file size up to {} MiB", MAX_FILE_BYTES >> 20),
+                        );
+                        0
+                    }
+                    None => 0,
+                },
+            };
+            let chunk_size = match &s.chunk_size {
+                None => ghostmesh::file::DEFAULT_CHUNK_SIZE,
+                Some(v) => match cx.size_value(&at("chunk_size"), v) {
+                    Some(n) if (ghostmesh::file::MIN_CHUNK_SIZE..=1 << 20).contains(&n) => n,
+                    Some(_) => {
+                        cx.err(&at("chunk_size"), "expected a chunk size from 1KiB to 1MiB (GhostMesh's smallest is 1 KiB)");
+                        ghostmesh::file::DEFAULT_CHUNK_SIZE
+                    }
+                    None => ghostmesh::file::DEFAULT_CHUNK_SIZE,
+                },
+            };
+            let format = match s.format.as_deref() {
+                None | Some("fast") => FileFormat::Fast,
+                Some("compat") => FileFormat::Compat,
+                Some(other) => {
+                    cx.err(&at("format"), format!("unknown format {other:?}: expected \"fast\" (binary fast path between Rust peers) or \"compat\" (GhostMesh's JSON packets)"));
+                    FileFormat::Fast
+                }
+            };
+            Action::SendFile {
+                from,
+                to,
+                count,
+                interval,
+                size,
+                chunk_size,
+                format,
+            }
+        }
+        "relay_send" | "onion_send" => {
+            let from = need_sel(cx, "from", &s.from)?;
+            let to = need_sel(cx, "to", &s.to)?;
+            let total: usize = groups.iter().map(|g| g.count).sum();
+            let route = match (&s.through, s.hops) {
+                (Some(_), Some(_)) => {
+                    cx.err(&at("hops"), "give either `through` (these relays) or `hops` (that many random relays), not both");
+                    RouteSpec::Hops(2)
+                }
+                (Some(list), None) => {
+                    let mut relays = Vec::new();
+                    if list.is_empty() || list.len() as u64 > MAX_HOPS {
+                        cx.err(&at("through"), format!("expected 1 to {MAX_HOPS} relays, e.g. through = [\"relays[0]\", \"relays[1]\"]"));
+                    }
+                    for t in list {
+                        let Some(sel) = selection(cx, &at("through"), t, groups) else {
+                            continue;
+                        };
+                        if sel.peers.len() != 1 {
+                            cx.err(&at("through"), format!("{t:?} is {} peers: each relay of `through` names one peer, e.g. \"relays[0]\"", sel.peers.len()));
+                            continue;
+                        }
+                        let r = sel.peers[0];
+                        if relays.contains(&r) {
+                            cx.err(&at("through"), format!("{t:?} is on the route twice"));
+                        } else if from.peers.contains(&r) || to.peers.contains(&r) {
+                            cx.err(&at("through"), format!("relay {t:?} is also a sender (`from`) or a target (`to`): a route cannot pass through its own ends"));
+                        }
+                        relays.push(r);
+                    }
+                    RouteSpec::Through(relays)
+                }
+                (None, hops) => {
+                    let hops = hops.unwrap_or(2);
+                    if !(1..=MAX_HOPS).contains(&hops) {
+                        cx.err(&at("hops"), format!("expected 1 to {MAX_HOPS} relays"));
+                    } else if hops as usize + 2 > total {
+                        cx.err(&at("hops"), format!("{hops} relays need {} peers (sender, relays, target), the scenario has {total}", hops + 2));
+                    }
+                    RouteSpec::Hops(hops as usize)
+                }
+            };
+            let ghostmesh_ttl = match s.ttl.as_deref() {
+                None | Some("mesh") => false,
+                Some("ghostmesh") => true,
+                Some(other) => {
+                    cx.err(&at("ttl"), format!("unknown ttl {other:?}: expected \"mesh\" (ttls that survive any route) or \"ghostmesh\" (a JavaScript GhostMesh sender's: outermost layer 2)"));
+                    false
+                }
+            };
+            if from.peers.len() == 1 && to.peers == from.peers {
+                cx.err(&at("to"), "the only target is the sender itself");
+            }
+            Action::Routed {
+                onion: action == "onion_send",
+                from,
+                to,
+                route,
+                count,
+                interval,
+                size,
+                content,
+                ghostmesh_ttl,
+            }
+        }
         "heal" => Action::Heal,
         _ => {
             let down_for = cx.duration(&at("down_for"), &s.down_for, Duration::from_secs(1));
@@ -887,7 +1043,7 @@ fn resolve_assert(cx: &mut Ctx<'_>, i: usize, a: &RawAssert, steps: &[Step]) -> 
     let Some(kind) = a.kind.as_deref() else {
         cx.err(
             &base,
-            "missing key `kind`: delivery_ratio, latency, bytes, discovered or throughput",
+            "missing key `kind`: delivery_ratio, latency, bytes, discovered, throughput, hops or hop_bytes",
         );
         return None;
     };
@@ -896,17 +1052,19 @@ fn resolve_assert(cx: &mut Ctx<'_>, i: usize, a: &RawAssert, steps: &[Step]) -> 
         return None;
     }
     let allowed: &[&str] = match kind {
-        "delivery_ratio" => &["step", "min", "within"],
-        "latency" => &["step", "percentile", "max"],
+        "delivery_ratio" => &["step", "min", "max", "within", "measure"],
+        "latency" => &["step", "percentile", "max", "measure"],
         "bytes" => &["metric", "min", "max"],
         "discovered" => &["min", "within", "min_links"],
         "throughput" => &["step", "min"],
+        "hops" => &["step", "min", "max"],
+        "hop_bytes" => &["step", "hop", "min", "max"],
         other => {
-            cx.err(&at("kind"), format!("unknown assertion kind {other:?}: expected delivery_ratio, latency, bytes, discovered or throughput"));
+            cx.err(&at("kind"), format!("unknown assertion kind {other:?}: expected delivery_ratio, latency, bytes, discovered, throughput, hops or hop_bytes"));
             return None;
         }
     };
-    let present: [(&'static str, bool); 7] = [
+    let present: [(&'static str, bool); 9] = [
         ("step", a.step.is_some()),
         ("min", a.min.is_some()),
         ("max", a.max.is_some()),
@@ -914,23 +1072,30 @@ fn resolve_assert(cx: &mut Ctx<'_>, i: usize, a: &RawAssert, steps: &[Step]) -> 
         ("percentile", a.percentile.is_some()),
         ("metric", a.metric.is_some()),
         ("min_links", a.min_links.is_some()),
+        ("measure", a.measure.is_some()),
+        ("hop", a.hop.is_some()),
     ];
     for (k, is) in present {
         if is && !allowed.contains(&k) {
             cx.err(&at(k), format!("key `{k}` does not apply to assertion kind {kind:?} (it takes: name, kind, {})", allowed.join(", ")));
         }
     }
+    let routed_only = matches!(kind, "hops" | "hop_bytes");
     if let Some(st) = &a.step {
         match steps.iter().find(|s| &s.name == st) {
-            Some(s) if matches!(s.action, Action::Send { .. } | Action::Broadcast { .. }) => {}
+            Some(s) if routed_only && !matches!(s.action, Action::Routed { .. }) => cx.err(
+                &at("step"),
+                format!("step {st:?} routes nothing: name a relay_send or onion_send step"),
+            ),
+            Some(s) if s.action.sends() => {}
             Some(_) => cx.err(
                 &at("step"),
-                format!("step {st:?} sends no messages: name a send or broadcast step"),
+                format!("step {st:?} sends no messages: name a send, broadcast, send_file, relay_send or onion_send step"),
             ),
             None => {
                 let known: Vec<&str> = steps
                     .iter()
-                    .filter(|s| matches!(s.action, Action::Send { .. } | Action::Broadcast { .. }))
+                    .filter(|s| s.action.sends())
                     .map(|s| s.name.as_str())
                     .collect();
                 cx.err(
@@ -953,12 +1118,91 @@ fn resolve_assert(cx: &mut Ctx<'_>, i: usize, a: &RawAssert, steps: &[Step]) -> 
             },
         }
     };
+    let measure = match a.measure.as_deref() {
+        None | Some("delivery") => Measure::Delivery,
+        Some("round_trip") => Measure::RoundTrip,
+        Some(other) => {
+            cx.err(&at("measure"), format!("unknown measure {other:?}: expected \"delivery\" (until the receiver has it) or \"round_trip\" (until the response is back)"));
+            Measure::Delivery
+        }
+    };
+    let count_bound =
+        |cx: &mut Ctx<'_>, key: &'static str, v: &Option<toml::Value>| -> Option<u64> {
+            match v {
+                None => None,
+                Some(toml::Value::Integer(n)) if *n >= 0 => Some(*n as u64),
+                Some(other) => {
+                    cx.err(
+                        &at(key),
+                        format!(
+                            "expected a whole number of relays, found {}",
+                            other.type_str()
+                        ),
+                    );
+                    None
+                }
+            }
+        };
     let k = match kind {
         "delivery_ratio" => AssertKind::DeliveryRatio {
             step: a.step.clone(),
-            min: ratio(cx, &a.min),
+            min: if a.min.is_none() && a.max.is_some() {
+                0.0
+            } else {
+                ratio(cx, &a.min)
+            },
+            max: a.max.as_ref().and_then(|v| {
+                match cx.float_value(&at("max"), v, "a ratio from 0.0 to 1.0") {
+                    Some(f) if (0.0..=1.0).contains(&f) => Some(f),
+                    Some(_) => {
+                        cx.err(&at("max"), "expected a ratio from 0.0 to 1.0");
+                        None
+                    }
+                    None => None,
+                }
+            }),
             within: cx.duration(&at("within"), &a.within, Duration::from_secs(10)),
+            measure,
         },
+        "hops" => {
+            let min = count_bound(cx, "min", &a.min);
+            let max = count_bound(cx, "max", &a.max);
+            if min.is_none() && max.is_none() {
+                cx.err(
+                    &base,
+                    "a hops assertion needs `min`, `max` or both (relays per delivered message)",
+                );
+            }
+            AssertKind::Hops {
+                step: a.step.clone(),
+                min,
+                max,
+            }
+        }
+        "hop_bytes" => {
+            let min = a.min.as_ref().and_then(|v| cx.size_value(&at("min"), v));
+            let max = a.max.as_ref().and_then(|v| cx.size_value(&at("max"), v));
+            if a.min.is_none() && a.max.is_none() {
+                cx.err(&base, "a hop_bytes assertion needs `min`, `max` or both");
+            }
+            let hop = match a.hop {
+                None => None,
+                Some(h) if h <= MAX_HOPS => Some(h as usize),
+                Some(_) => {
+                    cx.err(
+                        &at("hop"),
+                        format!("expected a hop from 0 (sender to first relay) to {MAX_HOPS}"),
+                    );
+                    None
+                }
+            };
+            AssertKind::HopBytes {
+                step: a.step.clone(),
+                hop,
+                min,
+                max,
+            }
+        }
         "latency" => {
             let percentile = a.percentile.unwrap_or(95.0);
             if !(percentile > 0.0 && percentile <= 100.0) {
@@ -993,6 +1237,7 @@ fn resolve_assert(cx: &mut Ctx<'_>, i: usize, a: &RawAssert, steps: &[Step]) -> 
                 step: a.step.clone(),
                 percentile,
                 max,
+                measure,
             }
         }
         "bytes" => {

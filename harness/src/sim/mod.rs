@@ -14,7 +14,9 @@
 //! retransmission delay per loss. Crashed or cut-off links are noticed after
 //! `link_failure_detect`.
 
+mod files;
 mod fnv;
+mod routed;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
@@ -75,6 +77,10 @@ enum Ev {
     LinkFrame(u32, u32, u64, String),
     LinkDown(u32, u32, u64),
     Timer(u32, u64),
+    /// A binary (fast-path file) frame from a peer to a peer over link generation `u64`.
+    LinkBinary(u32, u32, u64, Vec<u8>),
+    /// The sender of file `usize` may send its next piece.
+    FileTick(usize),
 }
 
 #[derive(Debug)]
@@ -143,6 +149,12 @@ pub struct Sim<'a> {
     trace: Fnv64,
     events: u64,
     out: Vec<Outgoing>,
+    /// Peer index by peer id hex (routes name peers by id).
+    by_hex: HashMap<String, u32>,
+    files: Vec<files::SimFile>,
+    file_ids: HashMap<String, usize>,
+    circuits: HashMap<String, routed::Circuit>,
+    route_requests: HashMap<String, usize>,
 }
 
 fn core_config(sc: &Scenario) -> CoreConfig {
@@ -204,7 +216,15 @@ impl<'a> Sim<'a> {
             trace: Fnv64::new(),
             events: 0,
             out: Vec::new(),
+            by_hex: HashMap::new(),
+            files: Vec::new(),
+            file_ids: HashMap::new(),
+            circuits: HashMap::new(),
+            route_requests: HashMap::new(),
         };
+        for (i, p) in sim.peers.iter().enumerate() {
+            sim.by_hex.insert(p.identity.peer_id.to_hex(), i as u32);
+        }
         sim.at(0, Ev::TrackerSweep(0));
         for (i, s) in sc.steps.iter().enumerate() {
             sim.at(nanos(s.at), Ev::StepFire(i));
@@ -317,6 +337,13 @@ impl<'a> Sim<'a> {
                 .bytes(s.as_bytes()),
             Ev::LinkDown(a, b, g) => tr.tag(15).u64(u64::from(*a)).u64(u64::from(*b)).u64(*g),
             Ev::Timer(p, g) => tr.tag(16).u64(u64::from(*p)).u64(*g),
+            Ev::LinkBinary(a, b, g, d) => tr
+                .tag(17)
+                .u64(u64::from(*a))
+                .u64(u64::from(*b))
+                .u64(*g)
+                .bytes(d),
+            Ev::FileTick(f) => tr.tag(18).u64(*f as u64),
         };
     }
 
@@ -423,9 +450,20 @@ impl<'a> Sim<'a> {
                     self.pump(to);
                 }
             }
+            Ev::LinkBinary(from, to, lgen, data) => {
+                let ok =
+                    self.peers[to as usize].links.get(&from) == Some(&lgen) && !self.cut(from, to);
+                if ok {
+                    self.on_fast_frame(to, &data);
+                    self.pump(to);
+                }
+            }
+            Ev::FileTick(f) => self.file_tick(f),
             Ev::LinkDown(p, q, lgen) => {
                 let peer = &mut self.peers[p as usize];
                 if peer.links.get(&q) == Some(&lgen) {
+                    self.files_link_down(p, q);
+                    let peer = &mut self.peers[p as usize];
                     peer.links.remove(&q);
                     if let Some(n) = peer.node.as_mut() {
                         n.link_down(&q);
@@ -486,7 +524,10 @@ impl<'a> Sim<'a> {
                     self.at(self.now + d * k as u64, Ev::PeerOp(p as u32, PeerOp::Crash));
                 }
             }
-            Action::Send { .. } | Action::Broadcast { .. } => self.send_tick(i),
+            Action::Send { .. }
+            | Action::Broadcast { .. }
+            | Action::SendFile { .. }
+            | Action::Routed { .. } => self.send_tick(i),
             Action::Partition { sides } => {
                 let mut v = vec![None; self.sc.groups.len()];
                 for (s, groups) in sides.iter().enumerate() {
@@ -791,10 +832,23 @@ impl<'a> Sim<'a> {
     }
 
     fn transmit(&mut self, p: u32, to: u32, frame: String) {
-        let Some(&lgen) = self.peers[p as usize].links.get(&to) else {
-            return;
-        };
-        let size = frame.len();
+        if let Some((lgen, arrive)) = self.schedule_frame(p, to, frame.len()) {
+            self.at(arrive, Ev::LinkFrame(p, to, lgen, frame));
+        }
+    }
+
+    /// Sends a binary frame on the link `p` -> `to` (fast-path file chunks bypass the node,
+    /// as in the mesh).
+    fn transmit_binary(&mut self, p: u32, to: u32, frame: Vec<u8>) {
+        if let Some((lgen, arrive)) = self.schedule_frame(p, to, frame.len()) {
+            self.at(arrive, Ev::LinkBinary(p, to, lgen, frame));
+        }
+    }
+
+    /// Counts a frame of `size` bytes on the link `p` -> `to` and returns the link generation
+    /// and its arrival time (bandwidth, latency, jitter, loss; in order per direction).
+    fn schedule_frame(&mut self, p: u32, to: u32, size: usize) -> Option<(u64, u64)> {
+        let &lgen = self.peers[p as usize].links.get(&to)?;
         self.rec.link_bytes += size as u64;
         self.rec.link_frames += 1;
         let net = self
@@ -827,15 +881,27 @@ impl<'a> Sim<'a> {
         let last = self.last_arrival.entry((p, to)).or_insert(0);
         let arrive = (depart + delay).max(*last);
         *last = arrive;
-        self.at(arrive, Ev::LinkFrame(p, to, lgen, frame));
+        Some((lgen, arrive))
     }
 
     fn node_event(&mut self, p: u32, ev: Event<u32>) {
         let now = self.instant();
         match ev {
             Event::Message {
-                handle, payload, ..
+                handle,
+                payload,
+                peer,
             } => {
+                if let Payload::Json(v) = &payload {
+                    if ghostmesh::file::packet::is_file_packet(v) {
+                        self.on_file_packet(p, peer, v);
+                        return;
+                    }
+                    if ghostmesh::relay::packet::is_onion(v) {
+                        self.on_onion_packet(p, peer, v);
+                        return;
+                    }
+                }
                 if let Some(id) = payload::id_of(&payload)
                     && let Some(m) = self.rec.messages.get_mut(id)
                     && m.delivered_at.is_none()
@@ -887,6 +953,24 @@ impl<'a> Sim<'a> {
     fn send_tick(&mut self, i: usize) {
         let sc = self.sc;
         let step = &sc.steps[i];
+        if let Action::SendFile {
+            count, interval, ..
+        }
+        | Action::Routed {
+            count, interval, ..
+        } = &step.action
+        {
+            if matches!(step.action, Action::SendFile { .. }) {
+                self.file_round(i);
+            } else {
+                self.routed_round(i);
+            }
+            self.send_round[i] += 1;
+            if self.send_round[i] < *count {
+                self.at(self.now + nanos(*interval), Ev::SendTick(i));
+            }
+            return;
+        }
         let (from, count, interval, size, content) = match &step.action {
             Action::Send {
                 from,
@@ -940,6 +1024,7 @@ impl<'a> Sim<'a> {
                     delivered_at: None,
                     acked_at: None,
                     failure: Some("no link to a target peer".into()),
+                    ..MsgRecord::default()
                 });
                 continue;
             }
@@ -953,6 +1038,7 @@ impl<'a> Sim<'a> {
                     delivered_at: None,
                     acked_at: None,
                     failure: None,
+                    ..MsgRecord::default()
                 });
                 let now = self.instant();
                 let body = payload::make(id, size, content);
