@@ -1,5 +1,8 @@
-//! Layered onion packets (src/onion/sphinx.rs): time to create a packet for 3 and 5 hops, time
-//! for one hop to process one (relay and destination), and the bytes on the wire per hop.
+//! Routed packets in both modes, side by side: layered (src/onion/sphinx.rs: time to create a
+//! packet for 3 and 5 hops, time for one hop to process one, bytes on the wire per hop) and
+//! GhostMesh's format (src/relay/packet.rs: the relay step of parsing a layer and re-encoding
+//! the inner one, and the layer sizes, which grow with every hop since each layer is a JSON
+//! string inside JSON).
 //!
 //! `cargo bench -p ghostmesh --bench onion` (default geometry: 8 hops max, 4096-byte payload).
 #![allow(clippy::unwrap_used)]
@@ -81,5 +84,37 @@ fn benches(c: &mut Criterion) {
     });
 }
 
-criterion_group!(onion, benches);
+/// GhostMesh's format: bytes per hop for a route of 5 relays and the relay's work per hop.
+fn compat(c: &mut Criterion) {
+    use ghostmesh::relay::packet::wrap;
+    use ghostmesh::wire::{Payload, js_json};
+    let route: Vec<String> = (1..=6).map(|i| format!("{i:040x}")).collect();
+    let body = Payload::Json(serde_json::json!({"text": "x".repeat(1000)}));
+    let outer = wrap("0123456789abcdef", &route, &body);
+    // Walk the layers as relays do and print each one's size on the wire.
+    let mut layer = outer.clone();
+    let mut sizes = Vec::new();
+    while let Some(inner) = layer.get("payload").and_then(|p| p.as_str()) {
+        sizes.push(js_json::stringify(&layer).len());
+        let mut next: serde_json::Value = serde_json::from_str(inner).unwrap();
+        next["ttl"] = (layer["ttl"].as_i64().unwrap() - 1).into();
+        layer = next;
+    }
+    sizes.push(js_json::stringify(&layer).len());
+    println!(
+        "ghostmesh format, 1000-byte message, 5 relays: bytes per hop (relay 1 .. target) = {sizes:?}"
+    );
+    let text = js_json::stringify(&outer);
+    c.bench_function("ghostmesh-format relay hop (5 relays, first layer)", |b| {
+        b.iter(|| {
+            let v: serde_json::Value = serde_json::from_str(black_box(&text)).unwrap();
+            let mut inner: serde_json::Value =
+                serde_json::from_str(v["payload"].as_str().unwrap()).unwrap();
+            inner["ttl"] = (v["ttl"].as_i64().unwrap() - 1).into();
+            js_json::stringify(&inner)
+        })
+    });
+}
+
+criterion_group!(onion, benches, compat);
 criterion_main!(onion);

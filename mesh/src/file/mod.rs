@@ -94,8 +94,8 @@ pub struct FileOptions {
     /// Application metadata carried in the offer.
     pub metadata: Option<Value>,
     /// Hash the whole file before offering it, so the offer carries its SHA-256 (a file or
-    /// bytes only; a stream is hashed on the way and its hash sent in `file-end`). Default
-    /// off for files (it reads the file twice), always on for bytes.
+    /// bytes only). Default off: the sender hashes on the way and sends the hash in
+    /// `file-end` (one pass instead of two); Rust receivers check either.
     pub hash_upfront: bool,
     /// Offer the binary fast path to Rust receivers. Default on.
     pub fast: bool,

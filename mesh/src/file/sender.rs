@@ -122,7 +122,7 @@ pub(crate) async fn run(session: FileSession, mut reader: Reader, plan: Plan, tx
     };
     let (size, chunk_size, id) = (session.size(), session.chunk_size(), session.transfer_id().to_owned());
     let source = session.state().source.clone();
-    let upfront = match (&source, plan.hash_upfront || matches!(reader, Reader::Bytes(_))) {
+    let upfront = match (&source, plan.hash_upfront) {
         (Some(src), true) => match hash_source(src.clone(), size).await {
             Ok(h) => Some(h),
             Err(e) => return s.fail(e).await,
