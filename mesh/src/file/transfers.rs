@@ -95,6 +95,9 @@ pub(crate) struct Transfers {
     outbox: HashMap<PeerId, Outbox>,
     parked: VecDeque<(PeerId, Vec<Frame>, oneshot::Sender<bool>)>,
     rng: StdRng,
+    /// Peers with an open link: control frames for others are not queued (nothing would
+    /// ever send them).
+    linked: std::collections::HashSet<PeerId>,
     pub(crate) stats: FileStats,
     /// Warnings for the application: (peer, message).
     pub(crate) warnings: Vec<(PeerId, String)>,
@@ -110,6 +113,7 @@ impl Transfers {
             outbox: HashMap::new(),
             parked: VecDeque::new(),
             rng: StdRng::seed_from_u64(seed),
+            linked: std::collections::HashSet::new(),
             stats: FileStats::default(),
             warnings: Vec::new(),
         }
@@ -142,6 +146,9 @@ impl Transfers {
     /// `_sendOneWay`), ahead of queued chunks: cancels, acks and range requests are small and
     /// urgent.
     fn push_packet(&mut self, peer: &PeerId, packet: &Packet) {
+        if !self.linked.contains(peer) {
+            return;
+        }
         let id = MsgId::p2pt(self.rng.next_u32());
         let frames = encode_chunks(&id, &Payload::Json(packet.to_json()), MAX_CHUNK_UNITS);
         let out = self.outbox.entry(peer.clone()).or_default();
@@ -153,6 +160,9 @@ impl Transfers {
 
     /// Queues a small binary control frame (hello, layered packet) ahead of queued chunks.
     pub(crate) fn push_binary(&mut self, peer: &PeerId, frame: Vec<u8>) {
+        if !self.linked.contains(peer) {
+            return;
+        }
         let out = self.outbox.entry(peer.clone()).or_default();
         out.bytes += frame.len();
         out.frames.push_front(Frame::Binary(frame));
@@ -206,8 +216,14 @@ impl Transfers {
         self.parked = still;
     }
 
+    /// The peer's first link opened.
+    pub(crate) fn peer_linked(&mut self, peer: &PeerId) {
+        self.linked.insert(peer.clone());
+    }
+
     /// The peer's last link closed: its transfers fail, its queues go.
     pub(crate) fn peer_closed(&mut self, peer: &PeerId) {
+        self.linked.remove(peer);
         self.outbox.remove(peer);
         let parked = std::mem::take(&mut self.parked);
         for (p, frames, reply) in parked {
@@ -425,17 +441,21 @@ impl Transfers {
         let key = (peer, id);
         match control {
             Control::Cancel(reason) => {
-                let known = match direction {
-                    Direction::Incoming => self.incoming.remove(&key).is_some(),
-                    Direction::Outgoing => self.outgoing.remove(&key).is_some(),
-                };
-                if known {
-                    let packet = Packet::Cancel {
-                        transfer_id: key.1.clone(),
-                        reason,
-                    };
-                    self.push_packet(&key.0, &packet);
+                // Tell the peer even when the entry is already gone: a sender task that saw
+                // the cancel may have ended (and removed it) before this message arrived.
+                match direction {
+                    Direction::Incoming => {
+                        self.incoming.remove(&key);
+                    }
+                    Direction::Outgoing => {
+                        self.outgoing.remove(&key);
+                    }
                 }
+                let packet = Packet::Cancel {
+                    transfer_id: key.1.clone(),
+                    reason,
+                };
+                self.push_packet(&key.0, &packet);
             }
             Control::Resume => {
                 if let Some(inc) = self.incoming.get_mut(&key) {

@@ -637,6 +637,7 @@ impl Core {
         });
         if known == 0 {
             self.node.link_up(peer.clone());
+            self.transfers.peer_linked(&peer);
             // Tell a Rust peer our capabilities and onion key (JavaScript peers ignore it).
             let hello = self.relay.layered.hello();
             self.transfers.push_binary(&peer, hello);
