@@ -1,12 +1,15 @@
 //! Routed delivery between `Mesh` peers over memory links, GhostMesh-compatible: 1, 3 and 5
 //! relays (GhostMesh's own ttl drops routes with 2+ relays), routed request/response, random
-//! relays, exact GhostMesh packets both ways with a raw peer, and every relay drop reason.
+//! relays, exact GhostMesh packets both ways with a raw peer, and every relay drop reason;
+//! layered: no plaintext at relays, one length per packet at every hop, large payloads in
+//! larger size classes (never a silent switch to the readable format), peers with different
+//! `max_hops`, and every layered drop reason a neighbour can cause.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 
 use ghostmesh::mesh::{Mesh, MeshEvent};
-use ghostmesh::relay::{OnionMessage, RouteMode, RouteOptions};
+use ghostmesh::relay::{OnionMessage, RelayConfig, RouteMode, RouteOptions};
 use ghostmesh::signal::SignalConfig;
 use ghostmesh::transport::connector::MemoryNetwork;
 use ghostmesh::transport::memory::MemoryConfig;
@@ -20,8 +23,13 @@ use support::{connected, raw_peer, start_tracker, wait_for, within};
 const SWARM: &str = "relay-test";
 
 async fn start(url: &str, net: &MemoryNetwork, name: &str, seed: u64) -> Mesh {
+    start_with(url, net, name, seed, RelayConfig::default()).await
+}
+
+async fn start_with(url: &str, net: &MemoryNetwork, name: &str, seed: u64, relay: RelayConfig) -> Mesh {
     Mesh::builder(vec![url.to_owned()], SWARM)
         .connector(net.connector(name))
+        .relay_config(relay)
         .signal_config(SignalConfig {
             offers_per_announce: 10,
             ..SignalConfig::default()
@@ -462,5 +470,239 @@ async fn three_relays_over_real_webrtc_in_both_modes() {
     drop(target);
     drop(meshes);
     drop(a);
+    tracker.shutdown().await;
+}
+
+/// Waits until every mesh is linked to at least `n` peers.
+async fn linked_to(meshes: &[&Mesh], n: usize) {
+    within("the peers link up", async {
+        loop {
+            let mut full = true;
+            for m in meshes {
+                full &= m.peers().await.unwrap().len() >= n;
+            }
+            if full {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+fn marker_text(marker: &str, len: usize) -> String {
+    marker.repeat(len / marker.len() + 1)[..len].to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_payloads_between_rust_peers_stay_layered_in_fixed_size_classes() {
+    use ghostmesh::onion::sphinx::packet_len;
+    use ghostmesh::relay::layered::PACKET_CLASSES;
+    let tracker = start_tracker("127.0.0.1:0").await;
+    let url = tracker.ws_url();
+    let net = MemoryNetwork::new(MemoryConfig::default());
+    let logs: Vec<_> = ["r1", "r2"].iter().map(|n| net.record(n)).collect();
+    let a = start(&url, &net, "a", 61).await;
+    let r1 = start(&url, &net, "r1", 62).await;
+    let r2 = start(&url, &net, "r2", 63).await;
+    let t = start(&url, &net, "t", 64).await;
+    linked_to(&[&a, &r1, &r2, &t], 3).await;
+    let (r1_id, r2_id, t_id) = (r1.peer_id().to_owned(), r2.peer_id().to_owned(), t.peer_id().to_owned());
+    let target = echo_routed(t);
+    let route = RouteOptions::through(vec![r1_id.clone(), r2_id.clone()]);
+    assert_eq!(route.mode, RouteMode::Auto);
+
+    let marker = "BIG-SECRET-MARKER-e41c";
+    for len in [20_000usize, 150_000] {
+        let text = marker_text(marker, len);
+        let before = r1.relay_stats().await.unwrap();
+        let answer = within("a large routed request", a.send_routed(&t_id, text.clone().into(), Some(route.clone())))
+            .await
+            .unwrap();
+        assert_eq!(answer, Payload::Json(json!({"echo": text})));
+        let after = r1.relay_stats().await.unwrap();
+        assert_eq!(
+            (after.layered_forwarded - before.layered_forwarded, after.forwarded - before.forwarded),
+            (2, 0),
+            "{len} bytes went layered both ways"
+        );
+    }
+    let info = a.handle().send_onion(&t_id, marker_text(marker, 30_000).into(), Some(route.clone())).await.unwrap();
+    assert!(info.layered && info.fallback.is_none(), "{info:?}");
+    // What the relays handled: no plaintext, and only whole packets of the size classes.
+    let classes: Vec<usize> = PACKET_CLASSES.iter().map(|p| 4 + packet_len(p)).collect();
+    let relay_frames: Vec<Vec<u8>> = logs.iter().flat_map(onion_frames).collect();
+    assert!(relay_frames.len() >= 10, "{}", relay_frames.len());
+    assert!(relay_frames.iter().all(|f| classes.contains(&f.len())), "{:?}", relay_frames.iter().map(Vec::len).collect::<Vec<_>>());
+    assert!(relay_frames.iter().any(|f| f.len() == classes[2]), "150 KB went in the largest class");
+    let everything: Vec<Vec<u8>> = logs.iter().flat_map(|l| l.lock().unwrap().clone()).collect();
+    assert!(!contains(&everything, &marker.as_bytes()[..12]), "a relay saw the plaintext");
+
+    // Over the largest class: an error in automatic mode between capable peers (never a
+    // silent readable packet); the readable format only when asked for.
+    let huge = marker_text(marker, 300_000);
+    let err = a.handle().send_onion(&t_id, huge.clone().into(), Some(route.clone())).await.unwrap_err();
+    assert!(err.to_string().contains("largest layered packet") && err.to_string().contains("Compat"), "{err}");
+    let err = a.send_routed(&t_id, huge.clone().into(), Some(route.clone())).await.unwrap_err();
+    assert!(err.to_string().contains("largest layered packet"), "{err}");
+    let info = a.handle().send_onion(&t_id, huge.into(), Some(route.clone().mode(RouteMode::Compat))).await.unwrap();
+    assert!(!info.layered && info.fallback.is_none(), "{info:?}");
+    drop(target);
+    drop((a, r1, r2));
+    tracker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_with_different_max_hops_route_layered_and_max_hops_refuses_long_routes() {
+    let tracker = start_tracker("127.0.0.1:0").await;
+    let url = tracker.ws_url();
+    let net = MemoryNetwork::new(MemoryConfig::default());
+    let cfg = |max_hops| RelayConfig { max_hops, ..RelayConfig::default() };
+    let a = start_with(&url, &net, "a", 71, cfg(2)).await;
+    let r1 = start_with(&url, &net, "r1", 72, cfg(1)).await;
+    let r2 = start_with(&url, &net, "r2", 73, cfg(8)).await;
+    let r3 = start_with(&url, &net, "r3", 74, cfg(3)).await;
+    let t = start_with(&url, &net, "t", 75, cfg(20)).await;
+    linked_to(&[&a, &r1, &r2, &r3, &t], 4).await;
+    let id = |m: &Mesh| m.peer_id().to_owned();
+    let (a_id, r1_id, r2_id, r3_id, t_id) = (id(&a), id(&r1), id(&r2), id(&r3), id(&t));
+    let target = echo_routed(t);
+
+    // Layered packets have one geometry whatever max_hops says: these all route.
+    let through = RouteOptions::through(vec![r1_id.clone(), r2_id.clone()]).mode(RouteMode::Layered);
+    let answer = within("A (max_hops 2) through r1 (1) and r2 (8)", a.send_routed(&t_id, "x".into(), Some(through))).await.unwrap();
+    assert_eq!(answer, Payload::Json(json!({"echo": "x"})));
+    let through = RouteOptions::through(vec![r1_id.clone(), a_id.clone(), r2_id.clone()]).mode(RouteMode::Layered);
+    let answer = within("r3 (max_hops 3) through r1 (1), A (2), r2 (8)", r3.send_routed(&t_id, "y".into(), Some(through))).await.unwrap();
+    assert_eq!(answer, Payload::Json(json!({"echo": "y"})));
+    let s = r1.relay_stats().await.unwrap();
+    assert_eq!(s.layered_forwarded, 4, "{s:?}");
+    assert!(s.layered_dropped.is_empty(), "{s:?}");
+
+    // A's max_hops (2) refuses a third relay although three linked peers could relay.
+    assert_eq!(a.peers().await.unwrap().len(), 4);
+    for route in [
+        RouteOptions { through: vec![], hops: 3, ..RouteOptions::default() },
+        RouteOptions::through(vec![r1_id.clone(), r2_id.clone(), r3_id.clone()]),
+    ] {
+        let err = a.send_routed(&t_id, "z".into(), Some(route.clone())).await.unwrap_err();
+        assert!(err.to_string().contains("3 relays, max_hops is 2"), "{err}");
+        let err = a.handle().send_onion(&t_id, "z".into(), Some(route)).await.unwrap_err();
+        assert!(err.to_string().contains("max_hops is 2"), "{err}");
+    }
+    drop(target);
+    drop((a, r1, r2, r3));
+    tracker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layered_loop_unknown_next_hop_bad_length_and_tampering_are_dropped_at_the_relay() {
+    use ghostmesh::onion::sphinx::{self, Hop, header_len};
+    use ghostmesh::relay::layered::{HELLO_MAGIC, ONION_MAGIC, PACKET_CLASSES};
+    use rand::SeedableRng;
+    let tracker = start_tracker("127.0.0.1:0").await;
+    let url = tracker.ws_url();
+    let net = MemoryNetwork::new(MemoryConfig::default());
+    let mut a = start(&url, &net, "a", 81).await;
+    wait_for(&mut a, "A announced", |e| matches!(e, MeshEvent::TrackerConnected { .. }).then_some(())).await;
+    // The raw peer reads A's onion key from its hello, then sends A hand-made packets.
+    let raw = raw_peer(&url, &net, SWARM).await;
+    let hello = within("A's hello", async {
+        loop {
+            if let Some(Frame::Binary(b)) = raw.recv().await {
+                if let Some(body) = b.strip_prefix(&HELLO_MAGIC) {
+                    return serde_json::from_slice::<Value>(body).unwrap();
+                }
+            }
+        }
+    })
+    .await;
+    let hex = hello["key"].as_str().unwrap();
+    let key: Vec<u8> = (0..32).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap()).collect();
+    let a_key: [u8; 32] = key.try_into().unwrap();
+    let a_id = a.peer_id().to_owned();
+    let hop = |id: String| Hop { id, public: a_key };
+    let params = PACKET_CLASSES[0];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(81);
+    let mut make = |route: Vec<Hop>| {
+        let (_, p) = sphinx::create(&mut rng, &params, &route, b"m", None).unwrap();
+        [&ONION_MAGIC[..], &p].concat()
+    };
+    // A is told the next hop is itself (the sender names A's id as the hop after A).
+    let looped = make(vec![hop("ab".repeat(20)), hop(a_id.clone())]);
+    // ... or a peer it has no link to.
+    let unknown = make(vec![hop("ab".repeat(20)), hop("cd".repeat(20))]);
+    // ... or a fresh packet whose payload was modified on the way to A.
+    let mut tampered = make(vec![hop("ab".repeat(20)), hop("cd".repeat(20))]);
+    tampered[4 + header_len(&params) + 100] ^= 1;
+    // ... or not a packet of any size class.
+    let short = [&ONION_MAGIC[..], &[1u8; 100]].concat();
+    for f in [looped, unknown, tampered, short] {
+        raw.send(Frame::Binary(f)).await.unwrap();
+    }
+    let stats = within("drops counted at A", async {
+        loop {
+            let s = a.handle().relay_stats().await.unwrap();
+            if s.layered_dropped.values().sum::<u64>() >= 4 {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    for reason in ["loop", "unknown_next_hop", "payload_tampered", "bad_length"] {
+        assert_eq!(stats.layered_dropped.get(reason), Some(&1), "{reason}: {stats:?}");
+    }
+    assert_eq!(stats.layered_forwarded, 0);
+    a.stop().await;
+    tracker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn onion_keys_rotate_with_a_new_hello_and_old_replays_fail_the_mac() {
+    let tracker = start_tracker("127.0.0.1:0").await;
+    let url = tracker.ws_url();
+    let net = MemoryNetwork::new(MemoryConfig::default());
+    let fast = RelayConfig {
+        key_rotation: Duration::from_secs(1),
+        key_grace: Duration::from_millis(500),
+        ..RelayConfig::default()
+    };
+    let mut r = start_with(&url, &net, "r", 91, fast).await;
+    wait_for(&mut r, "R announced", |e| matches!(e, MeshEvent::TrackerConnected { .. }).then_some(())).await;
+    let raw = raw_peer(&url, &net, SWARM).await;
+    let log = net.record("a");
+    let a = start(&url, &net, "a", 92).await;
+    let t = start(&url, &net, "t", 93).await;
+    linked_to(&[&a, &t], 2).await;
+    let t_id = t.peer_id().to_owned();
+    let target = echo_routed(t);
+    let through = RouteOptions::through(vec![r.peer_id().to_owned()]).mode(RouteMode::Layered);
+    let answer = within("a layered request through R", a.send_routed(&t_id, "1".into(), Some(through.clone()))).await.unwrap();
+    assert_eq!(answer, Payload::Json(json!({"echo": "1"})));
+    // A's packet to R, replayed at once: the replay cache catches it.
+    let sent = onion_frames(&log)[0].clone();
+    raw.send(Frame::Binary(sent.clone())).await.unwrap();
+    // Two rotations later the key that opened it is gone: the replay fails the MAC (no cache
+    // has to remember it), and A, told the new key by R's hellos, still routes through R.
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    raw.send(Frame::Binary(sent)).await.unwrap();
+    let answer = within("a layered request after rotations", a.send_routed(&t_id, "2".into(), Some(through))).await.unwrap();
+    assert_eq!(answer, Payload::Json(json!({"echo": "2"})));
+    let stats = within("drops counted at R", async {
+        loop {
+            let s = r.relay_stats().await.unwrap();
+            if s.layered_dropped.values().sum::<u64>() >= 2 {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!((stats.layered_dropped.get("replay"), stats.layered_dropped.get("bad_mac")), (Some(&1), Some(&1)), "{stats:?}");
+    assert_eq!(stats.layered_forwarded, 4);
+    drop(target);
+    drop(a);
+    r.stop().await;
     tracker.shutdown().await;
 }

@@ -1,6 +1,13 @@
 //! The bounded replay cache of the layered packets: every hop remembers the replay tags of the
 //! packets it processed (a tag is derived from the packet's shared secret) and drops a packet
 //! whose tag it holds.
+//!
+//! When the cache is full it refuses new tags instead of evicting old ones: evicting would let
+//! a flood of fresh packets push a recorded packet's tag out, after which a replay of it passes.
+//! Refusing means [`crate::onion::sphinx::process`] drops new packets
+//! ([`SphinxError::ReplayCacheFull`](crate::onion::sphinx::SphinxError::ReplayCacheFull))
+//! until entries expire or, in the mesh, until the onion key rotates
+//! ([`crate::onion::keyring`]): one cache belongs to one key, and is forgotten with it.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -8,26 +15,27 @@ use std::time::{Duration, Instant};
 use super::crypto::TAG_LEN;
 
 /// Bounded memory of replay tags: at most `capacity` entries, each forgotten after `ttl`.
-/// When full, the oldest entry is evicted (counted in [`ReplayCache::evicted`]); size the
-/// capacity for the packets one key handles within `ttl`, and rotate keys every `ttl`.
+/// Full, it refuses new entries ([`ReplayCache::insert`] returns `false`, counted in
+/// [`ReplayCache::refused`]); nothing is forgotten before its time.
 #[derive(Debug)]
 pub struct ReplayCache {
     capacity: usize,
     ttl: Duration,
     seen: HashMap<[u8; TAG_LEN], Instant>,
     order: VecDeque<([u8; TAG_LEN], Instant)>,
-    evicted: u64,
+    refused: u64,
 }
 
 impl ReplayCache {
-    /// An empty cache (`capacity` is at least 1).
+    /// An empty cache (`capacity` is at least 1). `ttl = Duration::MAX`: entries never expire
+    /// (the cache lives as long as the key it serves).
     pub fn new(capacity: usize, ttl: Duration) -> Self {
         ReplayCache {
             capacity: capacity.max(1),
             ttl,
             seen: HashMap::new(),
             order: VecDeque::new(),
-            evicted: 0,
+            refused: 0,
         }
     }
 
@@ -49,22 +57,25 @@ impl ReplayCache {
         self.seen.contains_key(tag)
     }
 
-    /// Remembers `tag`, evicting the oldest entry when full.
-    pub fn insert(&mut self, tag: [u8; TAG_LEN], now: Instant) {
+    /// Whether a new tag would be refused now.
+    pub fn is_full(&mut self, now: Instant) -> bool {
+        self.expire(now);
+        self.order.len() >= self.capacity
+    }
+
+    /// Remembers `tag`; `false` (and nothing changes) when the cache is full.
+    pub fn insert(&mut self, tag: [u8; TAG_LEN], now: Instant) -> bool {
         self.expire(now);
         if self.seen.contains_key(&tag) {
-            return;
+            return true;
         }
-        while self.order.len() >= self.capacity {
-            if let Some((old, at)) = self.order.pop_front() {
-                if self.seen.get(&old) == Some(&at) {
-                    self.seen.remove(&old);
-                }
-                self.evicted += 1;
-            }
+        if self.order.len() >= self.capacity {
+            self.refused += 1;
+            return false;
         }
         self.seen.insert(tag, now);
         self.order.push_back((tag, now));
+        true
     }
 
     /// Entries held now.
@@ -88,8 +99,8 @@ impl ReplayCache {
         self.seen.len()
     }
 
-    /// Entries evicted before their time because the cache was full.
-    pub fn evicted(&self) -> u64 {
-        self.evicted
+    /// Tags refused because the cache was full.
+    pub fn refused(&self) -> u64 {
+        self.refused
     }
 }

@@ -46,7 +46,10 @@
 //! | gamma | 16 | HMAC-SHA256(mac key, version \|\| beta), truncated |
 //! | body | 12 + 5 + 557 + `payload_bytes` + 16 = 4686 | layered payload |
 //!
-//! [`packet_len`] = 505 + 4686 = **5191 bytes** with the defaults, at every hop.
+//! [`packet_len`] = 505 + 4686 = **5191 bytes** with the defaults, at every hop. The mesh uses
+//! `max_hops = 9` and three payload sizes
+//! ([`PACKET_CLASSES`](crate::relay::layered::PACKET_CLASSES)): 5,305, 33,977 and 246,969
+//! bytes; a reply block serves every payload size of one `max_hops`.
 //!
 //! One hop's routing information (57 bytes, decrypted): `kind` (1: relay, 2: deliver,
 //! 3: reply; bit 0x80 = a payload digest follows) \|\| id (20: next hop, or a reply-block id
@@ -87,9 +90,10 @@
 //!
 //! Every hop derives a 16-byte replay tag from its shared secret. A packet whose tag is in the
 //! [`ReplayCache`] is dropped ([`SphinxError::Replay`]); a packet is remembered only once it
-//! has passed every check. The cache is bounded (capacity and time to live); the shell must
-//! rotate onion keys at least once per time to live, because a replay older than that is no
-//! longer recognised.
+//! has passed every check. The cache is bounded and, when full, refuses new packets
+//! ([`SphinxError::ReplayCacheFull`]) rather than forget a tag a replay could then reuse. A
+//! cache belongs to one onion key: [`crate::onion::keyring::KeyRing`] rotates keys and drops
+//! a key's cache with the key, after which a replay of an old packet fails the MAC.
 //!
 //! # Loops and bounds
 //!
@@ -113,6 +117,10 @@ pub const VERSION: u8 = 1;
 pub const MAX_HOPS_LIMIT: usize = 32;
 /// The largest `payload_bytes` accepted in [`SphinxParams`].
 pub const MAX_PAYLOAD_LIMIT: usize = 1 << 20;
+/// The longest per-hop delay a sender draws: delays follow an exponential distribution
+/// truncated here, so relays can refuse longer holds (a relay that held packets for the
+/// 71 minutes the 4-byte field allows could be made to hoard them).
+pub const MAX_HOP_DELAY: Duration = Duration::from_secs(60);
 /// Bytes of routing information per hop.
 pub const HOP_INFO_LEN: usize = 1 + ID_LEN + 4 + TAG_LEN + TAG_LEN;
 
@@ -199,6 +207,9 @@ pub enum SphinxError {
     BadMac,
     /// This hop has already processed this packet.
     Replay,
+    /// The replay cache is full: the packet cannot be remembered, so it is not processed
+    /// (a flood must not push older tags out of the cache).
+    ReplayCacheFull,
     /// The routing information decrypted to something undecodable (only a sender bug or a
     /// forged MAC can cause it).
     BadRouting,
@@ -242,6 +253,7 @@ impl SphinxError {
             SphinxError::BadKey => "bad_key",
             SphinxError::BadMac => "bad_mac",
             SphinxError::Replay => "replay",
+            SphinxError::ReplayCacheFull => "replay_cache_full",
             SphinxError::BadRouting => "bad_routing",
             SphinxError::PayloadTampered => "payload_tampered",
             SphinxError::BadPayload => "bad_payload",
@@ -267,6 +279,7 @@ impl fmt::Display for SphinxError {
             SphinxError::BadKey => write!(f, "packet group element is not a usable X25519 point"),
             SphinxError::BadMac => write!(f, "header MAC does not verify (tampered or not ours)"),
             SphinxError::Replay => write!(f, "replayed packet"),
+            SphinxError::ReplayCacheFull => write!(f, "replay cache full"),
             SphinxError::BadRouting => write!(f, "undecodable routing information"),
             SphinxError::PayloadTampered => write!(f, "payload modified in transit"),
             SphinxError::BadPayload => write!(f, "malformed payload"),
@@ -871,6 +884,9 @@ pub fn process(
     if replay.contains(&hk.replay, now) {
         return Err(SphinxError::Replay);
     }
+    if replay.is_full(now) {
+        return Err(SphinxError::ReplayCacheFull);
+    }
 
     let mut routing = vec![0u8; l + H];
     routing[..l].copy_from_slice(beta);
@@ -920,25 +936,27 @@ pub fn process(
         }
         _ => return Err(SphinxError::BadRouting),
     };
-    replay.insert(hk.replay, now);
+    if !replay.insert(hk.replay, now) {
+        return Err(SphinxError::ReplayCacheFull);
+    }
     Ok(out)
 }
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-/// An exponential delay in microseconds with mean `mean` (inverse transform on 53 random
-/// bits), saturating at `u32::MAX` us (about 71 minutes); 0 without delays.
+/// An exponential delay in microseconds with mean `mean`, truncated to [`MAX_HOP_DELAY`]
+/// (inverse transform of the truncated distribution on 53 random bits, one draw); 0 without
+/// delays.
 fn sample_delay_us<R: Rng + ?Sized>(rng: &mut R, mean: Option<Duration>) -> u32 {
     let Some(mean) = mean else { return 0 };
-    // u in (0, 1]: never ln(0).
+    let (m, cap) = (mean.as_secs_f64(), MAX_HOP_DELAY.as_secs_f64());
+    // u in (0, 1]; q = 1 - (1 - u) * p is uniform on (e^(-cap/m), 1], so -m ln q lies in
+    // [0, cap). p = P(untruncated delay < cap) (1 for tiny means: plain exponential).
     let u = ((rng.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
-    let us = -u.ln() * mean.as_secs_f64() * 1e6;
-    if us >= f64::from(u32::MAX) {
-        u32::MAX
-    } else {
-        us as u32
-    }
+    let p = if m > 0.0 { -(-cap / m).exp_m1() } else { 1.0 };
+    let us = -(-(1.0 - u) * p).ln_1p() * m * 1e6;
+    us.clamp(0.0, cap * 1e6) as u32
 }
 
 fn xor_into(dst: &mut [u8], src: &[u8]) {

@@ -341,24 +341,83 @@ fn replayed_packet_is_dropped_at_the_same_relay() {
 }
 
 #[test]
-fn replay_cache_is_bounded_and_expires() {
+fn replay_cache_is_bounded_refuses_when_full_and_expires() {
     let ttl = Duration::from_secs(10);
     let mut cache = ReplayCache::new(100, ttl);
     let t0 = Instant::now();
-    for i in 0..1000u32 {
+    let tag = |i: u32| {
         let mut tag = [0u8; 16];
         tag[..4].copy_from_slice(&i.to_be_bytes());
-        cache.insert(tag, t0);
+        tag
+    };
+    for i in 0..1000u32 {
+        assert_eq!(cache.insert(tag(i), t0), i < 100);
         assert!(cache.len() <= 100);
         assert!(cache.map_len() <= 100);
     }
-    assert_eq!(cache.evicted(), 900);
-    let mut last = [0u8; 16];
-    last[..4].copy_from_slice(&999u32.to_be_bytes());
-    assert!(cache.contains(&last, t0 + Duration::from_secs(9)));
-    assert!(!cache.contains(&last, t0 + ttl));
+    // A flood never pushes the first tags out.
+    assert_eq!(cache.refused(), 900);
+    assert!(cache.contains(&tag(0), t0 + Duration::from_secs(9)));
+    assert!(!cache.contains(&tag(999), t0));
+    assert!(cache.is_full(t0));
+    assert!(!cache.contains(&tag(0), t0 + ttl));
     assert!(cache.is_empty());
+    assert!(cache.insert(tag(999), t0 + ttl));
     assert_eq!(ReplayCache::new(0, ttl).capacity(), 1);
+}
+
+#[test]
+fn a_full_replay_cache_drops_new_packets_and_still_knows_old_ones() {
+    let params = small();
+    let mut net = Net::new(13, 2, params);
+    net.nodes[0].cache = ReplayCache::new(2, Duration::from_secs(600));
+    let mut rng = StdRng::seed_from_u64(13);
+    let packets: Vec<Vec<u8>> = (0..4)
+        .map(|_| {
+            create(&mut rng, &params, &net.hops(&[0, 1]), b"x", None)
+                .unwrap()
+                .1
+        })
+        .collect();
+    assert!(net.step(0, &packets[0]).is_ok());
+    assert!(net.step(0, &packets[1]).is_ok());
+    for p in &packets[2..] {
+        assert_eq!(net.step(0, p).unwrap_err(), SphinxError::ReplayCacheFull);
+    }
+    assert_eq!(net.step(0, &packets[0]).unwrap_err(), SphinxError::Replay);
+    assert_eq!(SphinxError::ReplayCacheFull.reason(), "replay_cache_full");
+}
+
+#[test]
+fn a_reply_block_serves_every_payload_size_of_one_header_geometry() {
+    // Reply blocks hold only a header, whose size depends on max_hops alone: the replier picks
+    // the payload size that fits its answer.
+    let (small_p, large_p) = (
+        SphinxParams {
+            max_hops: 4,
+            payload_bytes: 48,
+        },
+        SphinxParams {
+            max_hops: 4,
+            payload_bytes: 4000,
+        },
+    );
+    assert_eq!(reply_block_len(&small_p), reply_block_len(&large_p));
+    let mut net = Net::new(14, 3, small_p);
+    let mut rng = StdRng::seed_from_u64(14);
+    let (block, rkeys) =
+        create_reply_block(&mut rng, &small_p, &net.hops(&[1, 2, 0]), None).unwrap();
+    let answer = marker_payload(3000);
+    let (first, packet) = use_reply_block(&mut rng, &large_p, &block, &answer).unwrap();
+    assert_eq!(packet.len(), packet_len(&large_p));
+    net.params = large_p;
+    let back = net.run(&first, packet);
+    assert!(back.hops.iter().all(|h| h.1.len() == packet_len(&large_p)));
+    let Ok(Processed::Reply { body, .. }) = back.end else {
+        panic!("{:?}", back.end)
+    };
+    assert_eq!(open_reply(&large_p, &rkeys, &body).unwrap(), answer);
+    assert!(!net.relays_saw(MARKER));
 }
 
 #[test]
@@ -494,10 +553,22 @@ fn delays_are_seeded_and_exponential() {
     let above = samples.iter().filter(|&&s| s > 20_000.0).count() as f64 / n as f64;
     assert!((above - (-1f64).exp()).abs() < 0.01, "tail {above}");
     assert_eq!(sample_delay_us(&mut rng, None), 0);
-    assert_eq!(
-        sample_delay_us(&mut rng, Some(Duration::from_secs(1 << 40))),
-        u32::MAX
-    );
+    assert_eq!(sample_delay_us(&mut rng, Some(Duration::ZERO)), 0);
+    // Truncated at MAX_HOP_DELAY, whatever the mean: still exponential below it.
+    let cap = MAX_HOP_DELAY.as_micros() as f64;
+    for mean in [Duration::from_secs(30), Duration::from_secs(1 << 40)] {
+        let samples: Vec<f64> = (0..20_000)
+            .map(|_| f64::from(sample_delay_us(&mut rng, Some(mean))))
+            .collect();
+        assert!(samples.iter().all(|&s| s < cap));
+        let m = mean.as_secs_f64() * 1e6;
+        let expected = m - cap / (cap / m).exp_m1(); // mean of the truncated exponential
+        let avg = samples.iter().sum::<f64>() / samples.len() as f64;
+        assert!(
+            (avg - expected).abs() < 0.02 * cap,
+            "mean {mean:?}: {avg} vs {expected}"
+        );
+    }
 }
 
 #[test]

@@ -11,7 +11,11 @@
 //! - Routed requests time out with the mesh's request timeout, and pending ones are bounded.
 //!
 //! The GhostMesh format is readable by every relay (the layers are plain JSON); encrypted
-//! layered packets between Rust peers live in [`crate::onion`].
+//! layered packets between Rust peers live in [`crate::onion`] and [`layered`], with their own
+//! bounds: fixed geometry (9 hops, three size classes), onion keys that rotate, a replay cache
+//! per key that drops rather than forgets, capped per-hop delays and a bounded delay queue.
+//! Requests that time out are counted ([`RelayStats::expired_requests`]), their reply keys
+//! forgotten, and answers that come later counted as [`RelayStats::late_responses`].
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -26,14 +30,16 @@ use crate::wire::Payload;
 pub mod layered;
 pub mod packet;
 
-use self::layered::{Layered, LayeredAction};
+use self::layered::{Layered, LayeredAction, Recent, Unfit};
 use crate::onion::sphinx::ReplyBlock;
 
 /// Which packet format a route uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RouteMode {
-    /// Layered (encrypted) when every hop is a Rust peer that announced it and the payload
-    /// fits; GhostMesh's format otherwise, with the reason in [`RouteInfo::fallback`].
+    /// Layered (encrypted) when every hop is a Rust peer that announced it; GhostMesh's
+    /// format only toward peers that did not, with the reason in [`RouteInfo::fallback`].
+    /// Between peers that all announced it, a route or payload that does not fit a layered
+    /// packet (over 8 relays, over 240 KiB) is an error, never a silent readable packet.
     #[default]
     Auto,
     /// Always GhostMesh's format (readable by relays).
@@ -89,12 +95,33 @@ impl RouteOptions {
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
     /// Most relays on a route we build, and most entries in a reply route we accept.
-    /// Default 8.
+    /// Default 8. Layered packets always have room for
+    /// [`layered::LAYERED_MAX_HOPS`] hops (8 relays and the target) whatever this says, so
+    /// peers with different settings route for each other; a layered route needs at most 8
+    /// relays.
     pub max_hops: usize,
     /// Largest onion packet relayed or accepted, in bytes of its layer text. Default 1 MiB.
     pub max_packet_bytes: usize,
     /// Most routed requests awaiting a response. Default 1024.
     pub max_pending: usize,
+    /// Layered mode: how often the onion key changes (a new hello announces it). Default
+    /// 30 minutes. See [`crate::onion::keyring`].
+    pub key_rotation: Duration,
+    /// Layered mode: how long the previous onion key still opens packets. Default 5 minutes
+    /// (keep it above the request timeout plus per-hop delays).
+    pub key_grace: Duration,
+    /// Layered mode: replay tags remembered per onion key. Default 65,536. When full, new
+    /// packets are dropped (`replay_cache_full`) and the key rotates early.
+    pub replay_capacity: usize,
+    /// Layered mode: the longest per-hop delay this relay honours; longer ones are dropped
+    /// (`delay_too_long`). Default 60 s ([`crate::onion::sphinx::MAX_HOP_DELAY`], the most a
+    /// sender draws).
+    pub max_delay: Duration,
+    /// Layered mode: most packets held for their per-hop delay at once; more are dropped
+    /// (`delay_queue_full`). Default 4096.
+    pub max_delayed: usize,
+    /// Layered mode: most bytes held for per-hop delays at once. Default 64 MiB.
+    pub max_delayed_bytes: usize,
 }
 
 impl Default for RelayConfig {
@@ -103,6 +130,12 @@ impl Default for RelayConfig {
             max_hops: 8,
             max_packet_bytes: 1 << 20,
             max_pending: 1024,
+            key_rotation: Duration::from_secs(30 * 60),
+            key_grace: Duration::from_secs(5 * 60),
+            replay_capacity: 65_536,
+            max_delay: crate::onion::sphinx::MAX_HOP_DELAY,
+            max_delayed: 4096,
+            max_delayed_bytes: 64 << 20,
         }
     }
 }
@@ -126,14 +159,20 @@ pub struct RelayStats {
     pub dropped_malformed: u64,
     /// Dropped: a reply route longer than `max_hops` + 1.
     pub dropped_hops: u64,
-    /// Route responses matching no pending request (late, or forged).
+    /// Route responses matching no pending request and no recently expired one (forged, or
+    /// very late).
     pub unmatched_responses: u64,
+    /// Routed requests that timed out: their circuit expired (reply keys forgotten).
+    pub expired_requests: u64,
+    /// Responses that arrived after their request timed out (dropped).
+    pub late_responses: u64,
     /// Layered packets passed on.
     pub layered_forwarded: u64,
     /// Layered packets delivered to us.
     pub layered_delivered: u64,
-    /// Layered packets dropped, by reason (`bad_mac`, `replay`, `payload_tampered`,
-    /// `unknown_next_hop`, `loop`, `delay_queue_full`, ...).
+    /// Layered packets dropped, by reason (`bad_mac`, `replay`, `replay_cache_full`,
+    /// `payload_tampered`, `bad_length`, `unknown_next_hop`, `loop`, `delay_too_long`,
+    /// `delay_queue_full`, ...).
     pub layered_dropped: layered::DropCounts,
 }
 
@@ -199,6 +238,8 @@ pub(crate) struct Relay {
     cfg: RelayConfig,
     me: PeerId,
     pending: HashMap<String, Pending>,
+    /// Ids of requests that timed out, to count their responses as late.
+    expired: Recent<String>,
     pub(crate) stats: RelayStats,
     pub(crate) layered: Layered,
 }
@@ -217,7 +258,8 @@ fn route_err(msg: String) -> MeshError {
 impl Relay {
     pub(crate) fn new<R: Rng + ?Sized>(rng: &mut R, cfg: RelayConfig, me: PeerId) -> Self {
         Relay {
-            layered: Layered::new(rng, cfg.max_hops),
+            layered: Layered::new(rng, &cfg),
+            expired: Recent::new(cfg.max_pending),
             cfg,
             me,
             pending: HashMap::new(),
@@ -227,12 +269,22 @@ impl Relay {
 
     /// Whether `route` goes layered under `mode`: `Ok(None)` yes, `Ok(Some(why))` GhostMesh's
     /// format (and why), `Err` when layered was required and is impossible.
+    ///
+    /// [`RouteMode::Auto`] falls back to GhostMesh's readable format only toward a peer that
+    /// never announced layered onion; between peers that did, a route or payload that does not
+    /// fit a layered packet is an error (choose [`RouteMode::Compat`] to send it readable).
     fn choose(&self, route: &[PeerId], payload: &Payload, mode: RouteMode) -> Result<Option<String>, MeshError> {
         match (mode, self.layered.unfit(route, payload)) {
             (RouteMode::Compat, _) => Ok(Some("GhostMesh format requested".into())),
             (_, None) => Ok(None),
-            (RouteMode::Auto, Some(why)) => Ok(Some(why)),
-            (RouteMode::Layered, Some(why)) => Err(route_err(format!("layered routing impossible: {why}"))),
+            (RouteMode::Auto, Some(Unfit::NoCapability(why))) => Ok(Some(why)),
+            (RouteMode::Layered, Some(Unfit::NoCapability(why))) => {
+                Err(route_err(format!("layered routing impossible: {why}")))
+            }
+            (_, Some(Unfit::Impossible(why))) => Err(route_err(format!(
+                "layered routing impossible: {why}; every hop speaks layered onion, so only \
+                 RouteMode::Compat (readable by relays) may send it"
+            ))),
         }
     }
 
@@ -318,7 +370,7 @@ impl Relay {
         payload: &Payload,
         opts: &RouteOptions,
         reply: oneshot::Sender<Result<Payload, MeshError>>,
-    ) -> Option<Action> {
+    ) -> Option<(Action, RouteInfo)> {
         if self.pending.len() >= self.cfg.max_pending {
             let _ = reply.send(Err(route_err(format!(
                 "{} routed requests already pending (max_pending)",
@@ -334,7 +386,13 @@ impl Relay {
             }
         };
         let (circuit_id, request_id) = (packet_id(rng), packet_id(rng));
-        let action = match self.choose(&route, payload, opts.mode) {
+        let choice = self.choose(&route, payload, opts.mode);
+        let fallback = match &choice {
+            Ok(Some(why)) if opts.mode == RouteMode::Auto => Some(why.clone()),
+            _ => None,
+        };
+        let layered = matches!(choice, Ok(None));
+        let action = match choice {
             Err(e) => {
                 let _ = reply.send(Err(e));
                 return None;
@@ -356,6 +414,12 @@ impl Relay {
                 Action::Send(route[0].clone(), packet::wrap(&circuit_id, &route, &Payload::Json(body)))
             }
         };
+        let info = RouteInfo {
+            circuit_id,
+            route,
+            layered,
+            fallback,
+        };
         self.pending.insert(
             request_id,
             Pending {
@@ -364,7 +428,7 @@ impl Relay {
             },
         );
         self.layered.retain_replies(self.cfg.max_pending);
-        Some(action)
+        Some((action, info))
     }
 
     /// The response to a routed request, along its reply route.
@@ -408,15 +472,31 @@ impl Relay {
     }
 
     fn expire(&mut self, now: Instant) {
-        self.pending.retain(|_, p| {
+        let mut gone = Vec::new();
+        self.pending.retain(|id, p| {
             let alive = now < p.deadline;
             if !alive {
                 let (tx, _) = oneshot::channel();
                 let reply = std::mem::replace(&mut p.reply, tx);
                 let _ = reply.send(Err(MeshError::Timeout));
+                gone.push(id.clone());
             }
             alive
         });
+        for id in gone {
+            self.stats.expired_requests += 1;
+            self.layered.forget_request(&id);
+            self.expired.insert(id);
+        }
+    }
+
+    /// Whether `payload` is a GhostMesh route-response to a request that timed out.
+    fn is_late(&self, payload: &Payload) -> bool {
+        let Payload::Json(v) = payload else { return false };
+        packet::route_kind(v) == Some("route-response")
+            && v.get("requestId")
+                .and_then(Value::as_str)
+                .is_some_and(|id| self.expired.contains(&id.to_owned()) && !self.pending.contains_key(id))
     }
 
     /// The mesh stops: pending requests fail.
@@ -456,17 +536,10 @@ impl Relay {
                     self.stats.dropped_unknown_next += 1;
                     return None;
                 }
-                let inner: Option<Value> = v
-                    .get("payload")
-                    .and_then(Value::as_str)
-                    .and_then(|s| serde_json::from_str(s).ok())
-                    .filter(|i: &Value| i.is_object() && packet::is_onion(i));
-                let Some(mut inner) = inner else {
+                let Some(inner) = packet::unwrap_forward(v, ttl) else {
                     self.stats.dropped_malformed += 1;
                     return None;
                 };
-                // GhostMesh's rule: the inner ttl becomes ours minus one.
-                inner["ttl"] = (ttl - 1).into();
                 self.stats.forwarded += 1;
                 Some(Action::Send(next.to_owned(), inner))
             }
@@ -479,6 +552,10 @@ impl Relay {
                     self.stats.dropped_malformed += 1;
                     return None;
                 };
+                if self.is_late(&payload) {
+                    self.stats.late_responses += 1;
+                    return None;
+                }
                 self.stats.delivered += 1;
                 self.delivered(peer, circuit_id, payload)
             }
