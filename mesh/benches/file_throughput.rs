@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use ghostmesh::file::{FileOptions, FileSource};
 use ghostmesh::mesh::{Mesh, MeshEvent};
 use ghostmesh::transport::webrtc::{WebRtcConfig, accept_offer, create_offer};
-use ghostmesh::transport::{Frame, Link};
+use ghostmesh::transport::Frame;
 use ghostmesh_tracker::{Config, Tracker};
 
 const FRAME: usize = 64 * 1024;

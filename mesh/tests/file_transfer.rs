@@ -2,7 +2,9 @@
 //! sizes around chunk boundaries in both formats, a 64 MiB file through disk, pause/resume,
 //! cancel from either side, range reads and streaming before completion, and bad input from a
 //! raw peer speaking GhostMesh's packets (corruption, unknown transfers, oversized offers,
-//! silent senders, GhostMesh range replies).
+//! silent senders, GhostMesh range replies). Failure paths (hash checks failing on either
+//! hash, receivers gone silent, range-request floods, byte-exact control packets, stream
+//! sources) are in `file_transfer/faults.rs`.
 #![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
@@ -24,6 +26,9 @@ use tokio::io::AsyncReadExt;
 
 mod support;
 use support::{connected, raw_peer, start_tracker, wait_for, within};
+
+#[path = "file_transfer/faults.rs"]
+mod faults;
 
 const SWARM: &str = "file-transfer-test";
 
@@ -63,18 +68,23 @@ struct Pair {
 }
 
 async fn pair(link: MemoryConfig, files: FileConfig) -> Pair {
+    pair_with(link, files.clone(), files).await
+}
+
+/// A pair whose sender (A) and receiver (B) have different file settings.
+async fn pair_with(link: MemoryConfig, files_a: FileConfig, files_b: FileConfig) -> Pair {
     let tracker = start_tracker("127.0.0.1:0").await;
     let urls = vec![tracker.ws_url()];
     let net = MemoryNetwork::new(link);
-    let start = |name: &str, seed: u64| {
+    let start = |name: &str, seed: u64, files: FileConfig| {
         Mesh::builder(urls.clone(), SWARM)
             .connector(net.connector(name))
-            .file_config(files.clone())
+            .file_config(files)
             .seed(seed)
             .start()
     };
-    let mut a = start("a", 1).await.unwrap();
-    let mut b = start("b", 2).await.unwrap();
+    let mut a = start("a", 1, files_a).await.unwrap();
+    let mut b = start("b", 2, files_b).await.unwrap();
     let b_id = wait_for(&mut a, "A meets B", connected("A")).await;
     wait_for(&mut b, "B meets A", connected("B")).await;
     Pair { tracker, a, b, b_id }
@@ -379,9 +389,13 @@ fn end(id: &str) -> Value {
 }
 
 async fn raw_setup(files: FileConfig) -> (Tracker, Mesh, Box<dyn Link>, String) {
+    raw_setup_with(files, MemoryConfig::default()).await
+}
+
+async fn raw_setup_with(files: FileConfig, link: MemoryConfig) -> (Tracker, Mesh, Box<dyn Link>, String) {
     let tracker = start_tracker("127.0.0.1:0").await;
     let url = tracker.ws_url();
-    let net = MemoryNetwork::new(MemoryConfig::default());
+    let net = MemoryNetwork::new(link);
     let mut a = Mesh::builder(vec![url.clone()], SWARM)
         .connector(net.connector("a"))
         .file_config(files)

@@ -13,7 +13,11 @@
 //!   under that window by the receiver's `file-ack`s. A JavaScript receiver never answers, so
 //!   it gets GhostMesh's format throughout, and never sees a packet it does not know.
 //! - Bad input (chunks for unknown transfers, out-of-range offsets, oversized files, a sender
-//!   that goes silent) ends the session with a clear [`FileError`] and frees its resources.
+//!   that goes silent, a receiver that stops taking bytes or acknowledging them, a failed hash
+//!   check) ends the session on both sides with a clear [`FileError`] and frees its resources.
+//! - What a peer can make us queue is capped: per peer, file frames, range replies and control
+//!   packets waiting for the links stay under [`FileConfig::max_outbox_bytes`] (chunks wait,
+//!   range replies and control packets beyond it are dropped and counted in [`FileStats`]).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -22,6 +26,8 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::io::AsyncRead;
 
+mod incoming;
+mod outbox;
 pub mod packet;
 mod ranges;
 pub(crate) mod sender;
@@ -38,6 +44,8 @@ pub const DEFAULT_CHUNK_SIZE: u64 = 12 * 1024;
 pub const MIN_CHUNK_SIZE: u64 = 1024;
 /// A range request covers at most this many chunks (GhostMesh's streaming window).
 pub const MAX_RANGE_CHUNKS: u64 = 8;
+/// Range requests of one peer being read from disk at once; more are dropped and counted.
+pub(crate) const MAX_RANGE_READS: usize = 4;
 
 /// Where an outgoing file comes from.
 pub enum FileSource {
@@ -125,7 +133,11 @@ pub struct FileConfig {
     pub max_incoming: usize,
     /// Outgoing transfers at once in total. Default 64.
     pub max_outgoing: usize,
-    /// An incoming transfer with no packet for this long fails. Default 60 s.
+    /// An incoming transfer with no packet for this long fails. So does an outgoing one whose
+    /// receiver takes no bytes and sends no acknowledgement for this long while the sender
+    /// waits on it (a Rust receiver acknowledges at least every `min(idle_timeout / 3, 10 s)`,
+    /// paused or not; give senders at least the receivers' timeout, or 30 s). Paused
+    /// transfers never time out. Default 60 s.
     pub idle_timeout: Duration,
     /// Where incoming files are written; default the system temporary directory.
     pub temp_dir: Option<PathBuf>,
@@ -136,6 +148,12 @@ pub struct FileConfig {
     /// Most separate byte ranges an incoming transfer may have (a sender scattering tiny
     /// chunks fails). Default 65536.
     pub max_fragments: usize,
+    /// Bytes queued for one peer's links (file chunks, range replies, control packets, the
+    /// relay's binary frames). Chunks wait beyond half of it (at most 2 MiB); range replies
+    /// beyond three quarters and everything else beyond all of it is dropped and counted
+    /// ([`FileStats::outbox_dropped`], [`FileStats::range_replies_dropped`]), so a peer that
+    /// floods `file-range-request` and stops reading cannot grow memory. Default 8 MiB.
+    pub max_outbox_bytes: usize,
 }
 
 impl Default for FileConfig {
@@ -150,6 +168,7 @@ impl Default for FileConfig {
             fast_window: 16 << 20,
             fast_frame_bytes: 64 << 10,
             max_fragments: 65536,
+            max_outbox_bytes: 8 << 20,
         }
     }
 }
@@ -166,7 +185,8 @@ pub enum FileError {
     },
     /// The peer's last link closed.
     PeerClosed,
-    /// Nothing arrived for the idle timeout.
+    /// The peer went silent for the idle timeout: an incoming transfer got no packet, or an
+    /// outgoing one's receiver took no bytes and sent no acknowledgement.
     Timeout,
     /// The bytes do not match the SHA-256 given, or some never arrived.
     Integrity(String),
@@ -190,7 +210,7 @@ impl fmt::Display for FileError {
                 write!(f, "canceled by {who}: {reason}")
             }
             FileError::PeerClosed => f.write_str("the peer's links closed"),
-            FileError::Timeout => f.write_str("the sender went silent"),
+            FileError::Timeout => f.write_str("timed out: the peer went silent"),
             FileError::Integrity(e) => write!(f, "integrity: {e}"),
             FileError::Limit(e) => write!(f, "limit: {e}"),
             FileError::Protocol(e) => write!(f, "protocol: {e}"),

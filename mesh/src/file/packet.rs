@@ -451,6 +451,59 @@ mod tests {
         assert_eq!((total_chunks(0, 12288), total_chunks(12289, 12288)), (1, 2));
     }
 
+    /// ghostmesh-wire.md 4.6, fields in wire order:
+    /// `file-range-request`: `{"__ghostmeshInternal","transferId","start","end"}`;
+    /// `file-cancel`: `{"__ghostmeshInternal","transferId","reason"}`;
+    /// `file-end`: `{"__ghostmeshInternal","transferId"}`. Byte for byte, as JSON and inside
+    /// a one-way P2PT envelope (3.1: `id, msg, o, c, last`), and GhostMesh's text decodes to
+    /// the same packet.
+    #[test]
+    fn range_request_cancel_and_end_are_byte_exact_ghostmesh_packets() {
+        let id = "0123456789abcdef";
+        let cases = [
+            (
+                Packet::RangeRequest { transfer_id: id.into(), start: 36_864, end: 135_168 },
+                r#"{"__ghostmeshInternal":"file-range-request","transferId":"0123456789abcdef","start":36864,"end":135168}"#,
+            ),
+            (
+                Packet::Cancel { transfer_id: id.into(), reason: "Transfer canceled".into() },
+                r#"{"__ghostmeshInternal":"file-cancel","transferId":"0123456789abcdef","reason":"Transfer canceled"}"#,
+            ),
+            (
+                Packet::Cancel { transfer_id: id.into(), reason: "Transfer destroyed".into() },
+                r#"{"__ghostmeshInternal":"file-cancel","transferId":"0123456789abcdef","reason":"Transfer destroyed"}"#,
+            ),
+            (
+                Packet::End { transfer_id: id.into(), sha256: None },
+                r#"{"__ghostmeshInternal":"file-end","transferId":"0123456789abcdef"}"#,
+            ),
+        ];
+        for (p, fixture) in cases {
+            assert_eq!(p.to_json().to_string(), fixture);
+            assert_eq!(crate::wire::js_json::stringify(&p.to_json()), fixture);
+            let theirs: Value = serde_json::from_str(fixture).unwrap();
+            assert!(is_file_packet(&theirs));
+            assert_eq!(decode(&theirs, 0).unwrap(), p, "{fixture}");
+            let frames = crate::wire::encode_chunks(
+                &crate::wire::MsgId::Int(123_456),
+                &crate::wire::Payload::Json(p.to_json()),
+                crate::wire::MAX_CHUNK_UNITS,
+            );
+            let msg = serde_json::to_string(fixture).unwrap();
+            assert_eq!(frames, vec![format!(r#"^{{"id":123456,"msg":{msg},"o":1,"c":0,"last":true}}"#)]);
+        }
+        // Rust senders add the hash after GhostMesh's fields (GhostMesh reads named fields).
+        let hash = "ab".repeat(32);
+        let end = Packet::End { transfer_id: id.into(), sha256: Some(hash.clone()) };
+        assert_eq!(
+            end.to_json().to_string(),
+            format!(r#"{{"__ghostmeshInternal":"file-end","transferId":"0123456789abcdef","sha256":"{hash}"}}"#)
+        );
+        // GhostMesh's numbers may come as floats (`1024.0` from some serialisers).
+        let float = json!({"__ghostmeshInternal": "file-range-request", "transferId": id, "start": 1024.0, "end": 2048.0});
+        assert_eq!(decode(&float, 0).unwrap(), Packet::RangeRequest { transfer_id: id.into(), start: 1024, end: 2048 });
+    }
+
     #[test]
     fn bad_packets_are_errors() {
         for bad in [

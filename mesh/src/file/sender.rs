@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::{mpsc, oneshot};
 
 use super::packet::{self, Offer, Packet};
-use super::session::RandomAccess;
+use super::session::{Control, Direction, RandomAccess};
 use super::transfers::{FileMsg, hex};
 use super::{FileError, FileSession, FileStatus};
 use crate::transport::Frame;
@@ -54,13 +54,13 @@ struct Sender {
 
 impl Sender {
     /// Hands frames to the core (waits while the peer's outbox is full); `false` when the
-    /// peer is gone.
+    /// peer or the transfer is gone (the core ended it: canceled, timed out).
     async fn out(&mut self, frames: Vec<Frame>) -> bool {
         let (reply, rx) = oneshot::channel();
         let msg = FileMsg::Out {
             peer: self.session.peer_id().to_owned(),
+            id: Some(self.session.transfer_id().to_owned()),
             frames,
-            urgent: false,
             reply,
         };
         if self.tx.send(msg).await.is_err() {
@@ -83,14 +83,17 @@ impl Sender {
         let _ = self.tx.send(msg).await;
     }
 
-    /// Fails the session and tells the receiver.
+    /// Fails the session and tells the receiver (through the core's control path: the
+    /// cancel goes ahead of queued chunks and never waits for room).
     async fn fail(&mut self, error: FileError) {
         if self.session.finish(FileStatus::Failed, Some(error.clone())) {
-            let cancel = Packet::Cancel {
-                transfer_id: self.session.transfer_id().to_owned(),
-                reason: error.to_string(),
+            let msg = FileMsg::Control {
+                peer: self.session.peer_id().to_owned(),
+                id: self.session.transfer_id().to_owned(),
+                direction: Direction::Outgoing,
+                control: Control::Cancel(error.to_string()),
             };
-            self.packet(&cancel).await;
+            let _ = self.tx.send(msg).await;
         }
         self.done().await;
     }
@@ -229,7 +232,8 @@ pub(crate) async fn run(session: FileSession, mut reader: Reader, plan: Plan, tx
         return s.fail(FileError::PeerClosed).await;
     }
     if s.session.fast_path() {
-        // A Rust receiver confirms after its hash check (the core completes the session).
+        // A Rust receiver confirms after its hash check (the core completes the session), or
+        // cancels when it fails; the core's idle timeout ends a receiver gone silent.
         let _ = s.session.wait(|st| st.status == FileStatus::Complete).await;
     } else {
         // GhostMesh has no acknowledgement: sent is complete.
