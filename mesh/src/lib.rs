@@ -9,10 +9,13 @@
 //!   that make them from signals;
 //! - [`relay`]: routed delivery through relays, GhostMesh-compatible (onion layers, routed
 //!   request/response); [`onion`]: encrypted layered packets between Rust peers;
-//! - [`file`]: file transfer, GhostMesh-compatible, with a binary fast path between Rust peers.
+//! - [`file`]: file transfer, GhostMesh-compatible, with a binary fast path between Rust peers;
+//! - [`hidden`]: hidden services (client, entry, master), GhostMesh-compatible encryption,
+//!   padding and delay padding, with key binding and a replay cache between Rust peers.
 #![warn(missing_docs)]
 
 pub mod file;
+pub mod hidden;
 pub mod mesh;
 pub mod node;
 pub mod onion;

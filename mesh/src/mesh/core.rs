@@ -18,6 +18,9 @@ use crate::file::packet::{is_fast, is_file_packet};
 use crate::file::session::{Direction, Info, RandomAccess, State};
 use crate::file::transfers::{FileMsg, Transfers};
 use crate::file::{FileError, FileSession, FileStatus, RangeSet, transfer_id};
+use crate::hidden::packet::{self as hidden, kind as hidden_kind};
+use crate::hidden::HiddenMsg;
+use crate::hidden::service::Reply as HiddenReplyTo;
 use crate::node::{Event, Node, RequestId};
 use crate::relay::{self, Relay, RelayConfig, RouteInfo, RouteOptions, RoutedReply};
 use crate::transport::{Frame, Link, LinkError};
@@ -28,6 +31,7 @@ pub(crate) enum CoreMsg {
     Send {
         peer: PeerId,
         payload: Payload,
+        timeout: Option<Duration>,
         reply: oneshot::Sender<Result<Payload, MeshError>>,
     },
     SendNoReply {
@@ -57,6 +61,8 @@ pub(crate) enum CoreMsg {
         target: PeerId,
         payload: Payload,
         route: Option<RouteOptions>,
+        timeout: Option<Duration>,
+        info: Option<oneshot::Sender<RouteInfo>>,
         reply: oneshot::Sender<Result<Payload, MeshError>>,
     },
     RespondRouted {
@@ -150,6 +156,8 @@ pub(crate) struct Core {
     relay: Relay,
     /// Routing applied to plain sends, when set.
     routing: Option<RouteOptions>,
+    /// Hidden-service packets go to the hidden-service task.
+    hidden: Arc<crate::hidden::Shared>,
 }
 
 /// Routing settings handed to the core.
@@ -167,12 +175,14 @@ impl Core {
         limits: Limits,
         files: crate::file::FileConfig,
         routing: Routing,
+        hidden: Arc<crate::hidden::Shared>,
     ) -> Self {
         let (file_tx, file_rx) = mpsc::channel(256);
         let transfers = Transfers::new(files, file_tx, rand::Rng::next_u64(&mut rng));
         Core {
             relay: Relay::new(&mut rng, routing.config, routing.me),
             routing: routing.defaults,
+            hidden,
             transfers,
             file_rx,
             node,
@@ -248,7 +258,7 @@ impl Core {
                     }
                 }
                 Wake::Timer => {
-                    let now = Instant::now();
+                    let now = clock_now();
                     self.node.tick(now);
                     self.transfers.tick(now);
                     for action in self.relay.tick(now) {
@@ -261,24 +271,27 @@ impl Core {
 
     /// Handles one command; `true` when the core must end.
     async fn command(&mut self, cmd: CoreMsg) -> bool {
-        let now = Instant::now();
+        let now = clock_now();
         match cmd {
             CoreMsg::Send {
                 peer,
                 payload,
+                timeout,
                 reply,
             } if self.routing.is_some() => {
                 let route = self.routing.clone();
-                self.routed(now, peer, payload, route, reply);
+                self.routed(now, peer, payload, route, timeout, None, reply);
             }
             CoreMsg::SendRouted {
                 target,
                 payload,
                 route,
+                timeout,
+                info,
                 reply,
             } => {
                 let route = route.or_else(|| self.routing.clone()).or_else(|| Some(RouteOptions::default()));
-                self.routed(now, target, payload, route, reply);
+                self.routed(now, target, payload, route, timeout, info, reply);
             }
             CoreMsg::SendOnion {
                 target,
@@ -305,8 +318,15 @@ impl Core {
             CoreMsg::Send {
                 peer,
                 payload,
+                timeout,
                 reply,
-            } => match self.node.send(now, &peer, payload, &mut self.rng) {
+            } => match self.node.send_with_timeout(
+                now,
+                &peer,
+                payload,
+                timeout.unwrap_or(self.node.config().request_timeout),
+                &mut self.rng,
+            ) {
                 Ok(request) => {
                     self.pending.insert(request, reply);
                 }
@@ -375,20 +395,26 @@ impl Core {
         v
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn routed(
         &mut self,
         now: Instant,
         target: PeerId,
         payload: Payload,
         route: Option<RouteOptions>,
+        timeout: Option<Duration>,
+        info: Option<oneshot::Sender<RouteInfo>>,
         reply: oneshot::Sender<Result<Payload, MeshError>>,
     ) {
         let opts = route.unwrap_or_default();
         let linked = self.linked();
-        let timeout = self.node.config().request_timeout;
+        let timeout = timeout.unwrap_or(self.node.config().request_timeout);
         let rng = &mut self.rng;
-        let action = self.relay.request(rng, now, timeout, &linked, &target, &payload, &opts, reply);
-        if let Some(action) = action {
+        let sent = self.relay.request(rng, now, timeout, &linked, &target, &payload, &opts, reply);
+        if let Some((action, route)) = sent {
+            if let Some(info) = info {
+                let _ = info.send(route);
+            }
             self.act(now, action);
         }
     }
@@ -401,7 +427,17 @@ impl Core {
                 let _ = self.node.send_no_reply(now, &peer, Payload::Json(packet), &mut self.rng);
             }
             relay::Action::SendBinary(peer, frame) => self.transfers.push_binary(&peer, frame),
-            relay::Action::Deliver(msg) => self.backlog.push_back(MeshEvent::Onion(*msg)),
+            relay::Action::Deliver(msg) => match (&msg.payload, msg.reply) {
+                // A routed hidden-service request (entry to master): the hidden-service task.
+                (Payload::Json(v), Some(reply)) if hidden_kind(v) == Some(hidden::REQUEST) => {
+                    self.hidden.offer(HiddenMsg::Request {
+                        from: msg.from,
+                        packet: v.clone(),
+                        reply: HiddenReplyTo::Routed(reply),
+                    });
+                }
+                (_, reply) => self.backlog.push_back(MeshEvent::Onion(relay::OnionMessage { reply, ..*msg })),
+            },
         }
     }
 
@@ -466,7 +502,7 @@ impl Core {
     }
 
     fn net(&mut self, msg: NetMsg) {
-        let now = Instant::now();
+        let now = clock_now();
         match msg {
             NetMsg::Frame(peer, Frame::Binary(data)) if is_fast(&data) => {
                 self.transfers.on_fast(now, &peer, &data);
@@ -526,13 +562,33 @@ impl Core {
                             let peers = &self.peers;
                             let action = self.relay.on_packet(&peer, value, |p| peers.contains_key(p));
                             if let Some(action) = action {
-                                self.act(Instant::now(), action);
+                                self.act(clock_now(), action);
                             }
                             continue;
                         }
+                        // Then hidden-service requests and server-reveal challenges.
+                        match hidden_kind(value) {
+                            Some(hidden::REQUEST) => {
+                                let msg = HiddenMsg::Request {
+                                    from: peer,
+                                    packet: value.clone(),
+                                    reply: HiddenReplyTo::Direct(handle),
+                                };
+                                self.hidden.offer(msg);
+                                continue;
+                            }
+                            Some(hidden::REVEAL_REQUEST) => {
+                                self.hidden.offer(HiddenMsg::Reveal {
+                                    packet: value.clone(),
+                                    handle,
+                                });
+                                continue;
+                            }
+                            _ => {}
+                        }
                         if is_file_packet(value) {
                             if let Some(session) =
-                                self.transfers.on_packet(Instant::now(), &peer, value)
+                                self.transfers.on_packet(clock_now(), &peer, value)
                             {
                                 self.backlog.push_back(MeshEvent::File(session));
                             }
@@ -663,6 +719,12 @@ impl Core {
             self.backlog.push_back(MeshEvent::PeerClosed(peer.clone()));
         }
     }
+}
+
+/// The shells' clock: tokio's, so the whole mesh follows `tokio::time::pause()` (tests on a
+/// virtual clock) while the sans-IO cores keep taking plain `Instant`s.
+pub(crate) fn clock_now() -> Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 pub(crate) async fn sleep_until(deadline: Option<Instant>) {

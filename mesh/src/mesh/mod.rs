@@ -39,6 +39,7 @@ use tokio::task::JoinHandle;
 use crate::file::sender::{self, Plan, Reader};
 use crate::file::session::RandomAccess;
 use crate::file::{FileConfig, FileError, FileOptions, FileSession, FileSource, FileStats, MIN_CHUNK_SIZE};
+use crate::hidden::{self, HiddenError, HiddenServiceConfig};
 use crate::node::{MessageHandle, Node, NodeConfig, RawFrame, SendError};
 use crate::relay::{OnionMessage, RelayConfig, RelayStats, RouteInfo, RouteOptions, RoutedReply};
 use crate::signal::{Identity, SignalConfig, TrackerClient};
@@ -47,6 +48,7 @@ use crate::transport::webrtc::{IceServer, WebRtcConfig};
 use crate::wire::Payload;
 
 mod core;
+pub(crate) use self::core::clock_now;
 mod tracker;
 
 use self::core::{Channels, Core, CoreMsg, OutgoingFile, Routing};
@@ -78,6 +80,8 @@ pub enum MeshError {
     File(FileError),
     /// A route could not be built (too few relays, bad ids, too many hops, ...).
     Route(String),
+    /// A hidden-service call failed.
+    Hidden(HiddenError),
 }
 
 impl fmt::Display for MeshError {
@@ -90,6 +94,7 @@ impl fmt::Display for MeshError {
             MeshError::Config(e) => write!(f, "bad configuration: {e}"),
             MeshError::File(e) => write!(f, "file transfer: {e}"),
             MeshError::Route(e) => write!(f, "routing: {e}"),
+            MeshError::Hidden(e) => write!(f, "hidden service: {e}"),
         }
     }
 }
@@ -163,6 +168,7 @@ pub struct MeshBuilder {
     files: FileConfig,
     routing: Option<RouteOptions>,
     relay: RelayConfig,
+    hidden: HiddenServiceConfig,
 }
 
 /// Caps on what remote parties can make the shell hold.
@@ -234,7 +240,14 @@ impl MeshBuilder {
         self
     }
 
-    /// Bounds on routing (max hops, max packet size, pending routed requests).
+    /// Hidden-service roles: entry peers and master key (client), service-to-master map
+    /// (entry), identity and reveal (master), padding and delay padding. See [`crate::hidden`].
+    pub fn hidden_service(mut self, cfg: HiddenServiceConfig) -> Self {
+        self.hidden = cfg;
+        self
+    }
+
+    /// Bounds on routing (max hops, packet size, pending routed requests).
     pub fn relay_config(mut self, cfg: RelayConfig) -> Self {
         self.relay = cfg;
         self
@@ -340,6 +353,13 @@ impl MeshBuilder {
             net_tx,
             events: events_tx,
         };
+        let me = identity.peer_id.to_hex();
+        let (hidden, hidden_rx) = hidden::Shared::new(
+            self.hidden,
+            me.clone(),
+            self.node.request_timeout,
+            rand::Rng::next_u64(&mut rng),
+        );
         let core = Core::new(
             Node::new(self.node),
             StdRng::seed_from_u64(rand::Rng::next_u64(&mut rng)),
@@ -347,21 +367,26 @@ impl MeshBuilder {
             self.limits,
             self.files,
             Routing {
-                me: identity.peer_id.to_hex(),
+                me: me.clone(),
                 defaults: self.routing,
                 config: self.relay,
             },
+            hidden.clone(),
         );
         let core = tokio::spawn(core.run());
+        let handle = MeshHandle {
+            peer_id: me,
+            core_tx: cmd_tx,
+            hidden: hidden.clone(),
+        };
+        let hidden_task = tokio::spawn(hidden::service::run(hidden, hidden_rx, handle.clone()));
         Ok(Mesh {
-            handle: MeshHandle {
-                peer_id: identity.peer_id.to_hex(),
-                core_tx: cmd_tx,
-            },
+            handle,
             events: events_rx,
             stop: stop_tx,
             trackers,
             core: Some(core),
+            hidden_task,
         })
     }
 }
@@ -371,6 +396,7 @@ impl MeshBuilder {
 pub struct MeshHandle {
     peer_id: PeerId,
     core_tx: mpsc::Sender<CoreMsg>,
+    pub(crate) hidden: Arc<hidden::Shared>,
 }
 
 impl MeshHandle {
@@ -381,10 +407,20 @@ impl MeshHandle {
 
     /// Sends `payload` to `peer` and waits for its response (or the request timeout).
     pub async fn send(&self, peer: &str, payload: Payload) -> Result<Payload, MeshError> {
+        self.send_timeout_opt(peer, payload, None).await
+    }
+
+    /// [`send`](Self::send) with its own timeout instead of the request timeout.
+    pub async fn send_with_timeout(&self, peer: &str, payload: Payload, timeout: Duration) -> Result<Payload, MeshError> {
+        self.send_timeout_opt(peer, payload, Some(timeout)).await
+    }
+
+    async fn send_timeout_opt(&self, peer: &str, payload: Payload, timeout: Option<Duration>) -> Result<Payload, MeshError> {
         let (reply, rx) = oneshot::channel();
         self.command(CoreMsg::Send {
             peer: peer.to_owned(),
             payload,
+            timeout,
             reply,
         })
         .await?;
@@ -484,15 +520,32 @@ impl MeshHandle {
         payload: Payload,
         route: Option<RouteOptions>,
     ) -> Result<Payload, MeshError> {
+        self.send_routed_with_info(target, payload, route, None).await.map(|(p, _)| p)
+    }
+
+    /// [`send_routed`](Self::send_routed) that also tells the route taken (relays, whether it
+    /// went layered, why not), with its own timeout when given.
+    pub async fn send_routed_with_info(
+        &self,
+        target: &str,
+        payload: Payload,
+        route: Option<RouteOptions>,
+        timeout: Option<Duration>,
+    ) -> Result<(Payload, RouteInfo), MeshError> {
         let (reply, rx) = oneshot::channel();
+        let (info_tx, info_rx) = oneshot::channel();
         self.command(CoreMsg::SendRouted {
             target: target.to_owned(),
             payload,
             route,
+            timeout,
+            info: Some(info_tx),
             reply,
         })
         .await?;
-        rx.await.map_err(|_| MeshError::Stopped)?
+        let payload = rx.await.map_err(|_| MeshError::Stopped)??;
+        let info = info_rx.await.map_err(|_| MeshError::Stopped)?;
+        Ok((payload, info))
     }
 
     /// Sends a one-way onion message to `target`; returns the circuit and route used.
@@ -547,6 +600,7 @@ pub struct Mesh {
     stop: watch::Sender<bool>,
     trackers: Vec<JoinHandle<()>>,
     core: Option<JoinHandle<()>>,
+    hidden_task: JoinHandle<()>,
 }
 
 impl Mesh {
@@ -570,6 +624,7 @@ impl Mesh {
             files: FileConfig::default(),
             routing: None,
             relay: RelayConfig::default(),
+            hidden: HiddenServiceConfig::default(),
         }
     }
 
@@ -603,6 +658,7 @@ impl Mesh {
         if self.handle.core_tx.send(CoreMsg::Stop(reply)).await.is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(10), rx).await;
         }
+        self.hidden_task.abort();
         if let Some(core) = self.core.take() {
             let abort = core.abort_handle();
             if tokio::time::timeout(Duration::from_secs(5), core)
@@ -642,6 +698,7 @@ impl Drop for Mesh {
         for task in &self.trackers {
             task.abort();
         }
+        self.hidden_task.abort();
         if let Some(core) = &self.core {
             core.abort();
         }

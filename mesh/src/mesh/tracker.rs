@@ -11,7 +11,7 @@ use rand::rngs::StdRng;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use super::core::{NetMsg, sleep_until};
+use super::core::{NetMsg, clock_now, sleep_until};
 use super::{MeshError, MeshEvent};
 use crate::signal::{Id20, Output, TrackerClient};
 use crate::transport::connector::{AwaitingAnswer, Connector};
@@ -71,14 +71,14 @@ impl TrackerTask {
                         if let Some(mut old) = ws.take() {
                             let _ = old.close(None).await;
                         }
-                        connect_at = Some(Instant::now() + delay);
+                        connect_at = Some(clock_now() + delay);
                     }
                     Output::Send(text) => {
                         if let Some(socket) = ws.as_mut() {
                             if let Err(e) = socket.send(WsMessage::Text(text.into())).await {
                                 self.warn(format!("send failed: {e}"));
                                 ws = None;
-                                self.client.disconnected(Instant::now(), &mut self.rng);
+                                self.client.disconnected(clock_now(), &mut self.rng);
                             }
                         }
                     }
@@ -191,7 +191,7 @@ impl TrackerTask {
                 }
             }
             if *self.stop.borrow() {
-                self.client.stop(Instant::now());
+                self.client.stop(clock_now());
                 while let Some(out) = self.client.poll_output() {
                     if let (Output::Send(text), Some(socket)) = (out, ws.as_mut()) {
                         let _ = socket.send(WsMessage::Text(text.into())).await;
@@ -203,7 +203,7 @@ impl TrackerTask {
                 return;
             }
             // Connect when due (bounded; the client decides the backoff).
-            if ws.is_none() && connect_at.is_some_and(|at| at <= Instant::now()) {
+            if ws.is_none() && connect_at.is_some_and(|at| at <= clock_now()) {
                 connect_at = None;
                 let connector = self
                     .url
@@ -223,15 +223,15 @@ impl TrackerTask {
                     Ok(Ok((socket, _))) => {
                         ws = Some(socket);
                         announced = false;
-                        self.client.connected(Instant::now());
+                        self.client.connected(clock_now());
                     }
                     Ok(Err(e)) => {
                         self.warn(format!("connect failed: {e}"));
-                        self.client.disconnected(Instant::now(), &mut self.rng);
+                        self.client.disconnected(clock_now(), &mut self.rng);
                     }
                     Err(_) => {
                         self.warn("connect timed out".into());
-                        self.client.disconnected(Instant::now(), &mut self.rng);
+                        self.client.disconnected(clock_now(), &mut self.rng);
                     }
                 }
                 continue;
@@ -242,14 +242,14 @@ impl TrackerTask {
             };
             tokio::select! {
                 frame = next_frame(&mut ws) => match frame {
-                    Some(Ok(WsMessage::Text(text))) => self.client.frame(Instant::now(), text.as_str()),
+                    Some(Ok(WsMessage::Text(text))) => self.client.frame(clock_now(), text.as_str()),
                     Some(Ok(WsMessage::Binary(data))) => {
-                        self.client.frame(Instant::now(), &String::from_utf8_lossy(&data));
+                        self.client.frame(clock_now(), &String::from_utf8_lossy(&data));
                     }
                     Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => {
                         ws = None;
                         self.warn("tracker socket closed".into());
-                        self.client.disconnected(Instant::now(), &mut self.rng);
+                        self.client.disconnected(clock_now(), &mut self.rng);
                     }
                     Some(Ok(_)) => {}
                 },
@@ -260,15 +260,15 @@ impl TrackerTask {
                             list.push((id, json));
                             offers.insert(id, pending);
                         }
-                        self.client.offers_ready(Instant::now(), list);
+                        self.client.offers_ready(clock_now(), list);
                     }
                     Some(Internal::Answer(to, offer_id, answer)) => {
-                        self.client.answer_ready(Instant::now(), to, offer_id, &answer);
+                        self.client.answer_ready(clock_now(), to, offer_id, &answer);
                     }
                     Some(Internal::Warning(message)) => self.warn(message),
                     None => {}
                 },
-                () = sleep_until(wake) => self.client.tick(Instant::now()),
+                () = sleep_until(wake) => self.client.tick(clock_now()),
                 _ = self.stop.changed() => {}
             }
         }
