@@ -197,6 +197,15 @@ async fn client_entry_master_round_trip_with_padding_and_key_binding() {
     .unwrap();
     assert_eq!(reply.simulated_hops, 2, "asked for 1 hop, the route entry->master is 2");
 
+    // An entry learns a service's master at run time too.
+    assert_eq!(entry.route_hidden_service("echo2", Some(&net.ids[2])), None);
+    master.handle_hidden_service("echo2", |p: Payload, _| async move { Ok(p) });
+    let reply = within("runtime route", client.request_hidden_service("echo2", "r".into(), HiddenRequestOptions::default()))
+        .await
+        .unwrap();
+    assert_eq!(reply.payload, Payload::Text("r".into()));
+    assert_eq!(entry.route_hidden_service("echo2", None), Some(net.ids[2].clone()));
+
     // Unknown service: a clear error, counted at the entry (GhostMesh's entry stays silent).
     let err = within("unknown service", client.request_hidden_service("nope", "x".into(), HiddenRequestOptions::default()))
         .await

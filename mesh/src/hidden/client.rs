@@ -37,6 +37,12 @@ impl MeshHandle {
         self.hidden.set_handler(service, Some(f))
     }
 
+    /// As an entry, forwards requests for `service` to `master` (or stops, with `None`);
+    /// returns the master it replaces. The config's `services` map seeds the same table.
+    pub fn route_hidden_service(&self, service: &str, master: Option<&str>) -> Option<crate::mesh::PeerId> {
+        self.hidden.set_master(service, master.map(str::to_owned))
+    }
+
     /// Stops serving `service`; `true` when it was served.
     pub fn remove_hidden_service(&self, service: &str) -> bool {
         self.hidden.set_handler(service, None)

@@ -49,6 +49,8 @@ pub(crate) struct Shared {
     pub(crate) me: PeerId,
     pub(crate) request_timeout: Duration,
     handlers: Mutex<HashMap<String, HiddenHandler>>,
+    /// Entry: service name to master, from the config and [`MeshHandle::route_hidden_service`].
+    masters: Mutex<HashMap<String, PeerId>>,
     stats: Mutex<HiddenStats>,
     replay: Mutex<ReplayCache>,
     in_flight: Mutex<InFlight>,
@@ -78,6 +80,7 @@ impl Shared {
         let (tx, rx) = mpsc::channel(QUEUE);
         let shared = Shared {
             replay: Mutex::new(ReplayCache::new(cfg.replay_window, cfg.max_replay_entries)),
+            masters: Mutex::new(cfg.services.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
             in_flight: Mutex::new(InFlight::new(request_timeout, cfg.max_in_flight)),
             cfg,
             me,
@@ -115,6 +118,18 @@ impl Shared {
             Some(f) => h.insert(service.to_owned(), f).is_some(),
             None => h.remove(service).is_some(),
         }
+    }
+
+    pub(crate) fn set_master(&self, service: &str, master: Option<PeerId>) -> Option<PeerId> {
+        let mut m = lock(&self.masters);
+        match master {
+            Some(id) => m.insert(service.to_owned(), id),
+            None => m.remove(service),
+        }
+    }
+
+    fn master_of(&self, service: &str) -> Option<PeerId> {
+        lock(&self.masters).get(service).cloned().or_else(|| self.cfg.master_peer_id.clone())
     }
 
     fn handler(&self, service: &str) -> Option<HiddenHandler> {
@@ -195,7 +210,7 @@ async fn request(shared: &Shared, handle: &MeshHandle, from: PeerId, v: Value, r
     }
     let out = match shared.handler(&req.service) {
         Some(h) => master(shared, h, from, &req, &client).await,
-        None => entry(shared, handle, &from, v, &req, &client).await,
+        None => entry(shared, handle, &from, v, &req).await,
     };
     let out = match out {
         Ok(v) => Some(v),
@@ -268,15 +283,9 @@ async fn entry(
     from: &PeerId,
     v: Value,
     req: &Request,
-    client: &PublicKey,
 ) -> Result<Value, Refusal> {
-    let _ = client;
-    let cfg = &shared.cfg;
-    let master = cfg
-        .services
-        .get(&req.service)
-        .or(cfg.master_peer_id.as_ref())
-        .cloned()
+    let master = shared
+        .master_of(&req.service)
         .ok_or_else(|| ("unknown_service", "unknown-service", format!("no master for service {:?}", req.service)))?;
     let key = format!("{}:{}:{}", req.service, req.request_id, req.nonce);
     let started = Instant::now();
