@@ -51,20 +51,39 @@ within = "5s"
     )
 }
 
-/// Runs the bench; returns a printable report, or an error.
-pub fn sim(peers: usize, seed: u64) -> Result<String, String> {
+/// What a bench run gives: a printable report and whether its assertions passed (the
+/// command exits 1 when they did not).
+#[derive(Debug, Clone)]
+pub struct BenchOutcome {
+    pub report: String,
+    pub passed: bool,
+}
+
+/// Why a bench could not run.
+#[derive(Debug, Clone)]
+pub enum BenchError {
+    /// Bad parameters (e.g. `--peers 0`): exit 2.
+    Invalid(String),
+    /// The simulation failed: exit 3.
+    Runtime(String),
+}
+
+/// Runs the bench.
+pub fn sim(peers: usize, seed: u64) -> Result<BenchOutcome, BenchError> {
     let text = scenario_text(peers, seed);
     let sc = scenario::parse_str(Path::new("<bench>"), &text).map_err(|e| {
-        e.iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n")
+        BenchError::Invalid(
+            e.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
     })?;
     let wall = Instant::now();
-    let o = crate::sim::run(&sc, &mut |_| {})?;
+    let o = crate::sim::run(&sc, &mut |_| {}).map_err(BenchError::Runtime)?;
     let secs = wall.elapsed().as_secs_f64();
     let r = RunResult::new(&sc, &o.rec, o.end_ns, Some(o.trace_hash), o.events, secs);
-    Ok(format!(
+    let report = format!(
         "bench sim: {peers} peers, {} events, {} links, {} of {} messages delivered: {secs:.2} s wall ({})\n{}",
         o.events,
         r.summary.links_formed,
@@ -76,5 +95,9 @@ pub fn sim(peers: usize, seed: u64) -> Result<String, String> {
             "ASSERTIONS FAILED"
         },
         r.terminal()
-    ))
+    );
+    Ok(BenchOutcome {
+        report,
+        passed: r.passed,
+    })
 }

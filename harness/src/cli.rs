@@ -33,6 +33,8 @@ Exit codes:
   2  invalid scenario file (file:line:col, key and what is expected) or bad usage
   3  runtime error (cannot write outputs, tracker did not start, --check-determinism found
      two different traces, ...)
+With --json, --junit, --html or --out, exits 2 and 3 still write those files: a report that
+names the error (JUnit: one test case \"scenario\" in error), so CI shows why.
 
 Scenario file reference: harness/README.md";
 
@@ -143,6 +145,11 @@ pub fn main() -> i32 {
                     sc.asserts.len(),
                     sc.backend.as_str()
                 );
+                if sc.backend == Backend::Live {
+                    for w in crate::live::warnings(&sc) {
+                        eprintln!("warning: {w}");
+                    }
+                }
                 EXIT_PASS
             }
             Err(errs) => {
@@ -153,11 +160,15 @@ pub fn main() -> i32 {
         Cmd::Bench {
             what: BenchCmd::Sim { peers, seed },
         } => match crate::bench::sim(peers, seed) {
-            Ok(report) => {
-                outln!("{report}");
-                EXIT_PASS
+            Ok(b) => {
+                outln!("{}", b.report);
+                if b.passed { EXIT_PASS } else { EXIT_FAIL }
             }
-            Err(e) => {
+            Err(crate::bench::BenchError::Invalid(e)) => {
+                eprintln!("error: {e}");
+                EXIT_INVALID
+            }
+            Err(crate::bench::BenchError::Runtime(e)) => {
                 eprintln!("error: {e}");
                 EXIT_RUNTIME
             }
@@ -173,10 +184,22 @@ pub fn main() -> i32 {
             check_determinism,
             quiet,
         } => {
+            let outputs = Outputs {
+                json,
+                junit,
+                html,
+                out,
+            };
             let mut sc = match scenario::load(&file, backend_of(backend)) {
                 Ok(sc) => sc,
                 Err(errs) => {
                     print_errors(&errs);
+                    let name = file
+                        .file_stem()
+                        .map_or_else(|| "scenario".into(), |s| s.to_string_lossy().into_owned());
+                    let errors = errs.iter().map(ToString::to_string).collect();
+                    let report = error_report(&name, &file, None, EXIT_INVALID, errors);
+                    write_error_outputs(&report, None, &outputs);
                     return EXIT_INVALID;
                 }
             };
@@ -184,15 +207,12 @@ pub fn main() -> i32 {
                 sc.seed = s;
             }
             if check_determinism && sc.backend != Backend::Sim {
-                eprintln!("error: --check-determinism needs the sim backend");
+                let e = "--check-determinism needs the sim backend".to_owned();
+                eprintln!("error: {e}");
+                let report = error_report(&sc.name, &file, Some(&sc), EXIT_INVALID, vec![e]);
+                write_error_outputs(&report, Some(&sc), &outputs);
                 return EXIT_INVALID;
             }
-            let outputs = Outputs {
-                json,
-                junit,
-                html,
-                out,
-            };
             run(&sc, check_determinism, quiet, &outputs)
         }
     }
@@ -259,13 +279,74 @@ pub fn execute(sc: &Scenario, quiet: bool) -> Result<RunResult, String> {
     result
 }
 
+fn error_report(
+    name: &str,
+    file: &Path,
+    sc: Option<&Scenario>,
+    exit_code: i32,
+    errors: Vec<String>,
+) -> report::ErrorReport {
+    report::ErrorReport {
+        scenario: name.to_owned(),
+        file: file.display().to_string(),
+        backend: sc.map(|s| s.backend.as_str().to_owned()),
+        seed: sc.map(|s| s.seed),
+        passed: false,
+        exit_code,
+        error_kind: if exit_code == EXIT_INVALID {
+            "invalid_scenario"
+        } else {
+            "runtime_error"
+        }
+        .into(),
+        errors,
+        assertions: Vec::new(),
+        failed_assertions: Vec::new(),
+    }
+}
+
+/// Writes `r` wherever results would have gone; a file that cannot be written is reported,
+/// and the exit code stays the one of the original error.
+fn write_error_outputs(r: &report::ErrorReport, sc: Option<&Scenario>, o: &Outputs) {
+    let resolved = sc.map(Scenario::resolved_toml);
+    let go = || -> Result<(), String> {
+        if let Some(dir) = &o.out {
+            write(&dir.join("results.json"), &r.json())?;
+            write(&dir.join("junit.xml"), &report::error_junit(r))?;
+            write(&dir.join("report.html"), &report::error_html(r))?;
+            if let Some(t) = &resolved {
+                write(&dir.join("scenario.resolved.toml"), t)?;
+            }
+        }
+        if let Some(p) = &o.json {
+            write(p, &r.json())?;
+            if let Some(t) = &resolved {
+                write(&p.with_extension("scenario.toml"), t)?;
+            }
+        }
+        if let Some(p) = &o.junit {
+            write(p, &report::error_junit(r))?;
+        }
+        if let Some(p) = &o.html {
+            write(p, &report::error_html(r))?;
+        }
+        Ok(())
+    };
+    if let Err(e) = go() {
+        eprintln!("error: the error report could not be written either: {e}");
+    }
+}
+
 fn run(sc: &Scenario, check_determinism: bool, quiet: bool, outputs: &Outputs) -> i32 {
+    let fail = |e: String| {
+        eprintln!("error: {e}");
+        let report = error_report(&sc.name, &sc.file, Some(sc), EXIT_RUNTIME, vec![e]);
+        write_error_outputs(&report, Some(sc), outputs);
+        EXIT_RUNTIME
+    };
     let result = match execute(sc, quiet) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_RUNTIME;
-        }
+        Err(e) => return fail(e),
     };
     if check_determinism {
         match execute(sc, quiet) {
@@ -279,18 +360,14 @@ fn run(sc: &Scenario, check_determinism: bool, quiet: bool, outputs: &Outputs) -
                 }
             }
             Ok(second) => {
-                eprintln!(
-                    "error: nondeterminism: seed {} gave trace hashes {} and {}",
+                return fail(format!(
+                    "nondeterminism: seed {} gave trace hashes {} and {}",
                     sc.seed,
                     result.trace_hash.as_deref().unwrap_or("-"),
                     second.trace_hash.as_deref().unwrap_or("-")
-                );
-                return EXIT_RUNTIME;
+                ));
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                return EXIT_RUNTIME;
-            }
+            Err(e) => return fail(e),
         }
     }
     let text = result.terminal();

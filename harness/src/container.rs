@@ -1,6 +1,7 @@
 //! `tracker = "container"`: the tracker's scratch image (`scripts/build-images.sh`) run through
-//! testcontainers, on a Docker network created for the run, its WebSocket port published on
-//! 127.0.0.1 only (a fixed port, so a restarted container keeps its URL).
+//! testcontainers, on a Docker network created for the run, its WebSocket port (8000) and its
+//! metrics port (9000: `/stats.json`, `/metrics`) published on 127.0.0.1 only (fixed ports, so
+//! a restarted container keeps its URLs).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -19,16 +20,27 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why Docker cannot be used, if it cannot: no `docker` client, no engine, or no image.
 pub fn unavailable(image: &str) -> Option<String> {
-    let out = std::process::Command::new("docker").args(["image", "inspect", image]).output();
+    let out = std::process::Command::new("docker")
+        .args(["image", "inspect", image])
+        .output();
     match out {
-        Err(e) => Some(format!("the docker client cannot run ({e}); install docker.io")),
+        Err(e) => Some(format!(
+            "the docker client cannot run ({e}); install docker.io"
+        )),
         Ok(o) if o.status.success() => None,
         Ok(o) => {
             let err = String::from_utf8_lossy(&o.stderr);
-            if err.contains("Cannot connect") || err.contains("daemon") {
-                Some(format!("no Docker engine answers ({}); start dockerd", err.trim()))
+            // "Error response from daemon: No such image" names the daemon too: it answered.
+            let no_image = err.to_lowercase().contains("no such image");
+            if !no_image && (err.contains("Cannot connect") || err.contains("daemon")) {
+                Some(format!(
+                    "no Docker engine answers ({}); start dockerd",
+                    err.trim()
+                ))
             } else {
-                Some(format!("image {image} is missing; build it with scripts/build-images.sh"))
+                Some(format!(
+                    "image {image} is missing; build it with scripts/build-images.sh"
+                ))
             }
         }
     }
@@ -38,6 +50,7 @@ pub fn unavailable(image: &str) -> Option<String> {
 pub struct ContainerTracker {
     container: ContainerAsync<GenericImage>,
     port: u16,
+    metrics_port: u16,
     image: String,
 }
 
@@ -47,6 +60,7 @@ impl std::fmt::Debug for ContainerTracker {
             .field("image", &self.image)
             .field("id", &self.container.id())
             .field("port", &self.port)
+            .field("metrics_port", &self.metrics_port)
             .finish()
     }
 }
@@ -65,16 +79,21 @@ impl ContainerTracker {
         }
         let (name, tag) = image.rsplit_once(':').unwrap_or((image, "latest"));
         let port = free_port()?;
+        let metrics_port = free_port()?;
         let network = format!("ghostmesh-harness-{}-{port}", std::process::id());
-        let binding = HashMap::from([(
-            "8000/tcp".to_owned(),
+        let local = |p: u16| {
             Some(vec![PortBinding {
                 host_ip: Some("127.0.0.1".into()),
-                host_port: Some(port.to_string()),
-            }]),
-        )]);
+                host_port: Some(p.to_string()),
+            }])
+        };
+        let binding = HashMap::from([
+            ("8000/tcp".to_owned(), local(port)),
+            ("9000/tcp".to_owned(), local(metrics_port)),
+        ]);
         let mut request = GenericImage::new(name, tag)
             .with_exposed_port(8000.tcp())
+            .with_exposed_port(9000.tcp())
             .with_wait_for(WaitFor::healthcheck())
             .with_network(network);
         for (k, v) in env {
@@ -86,10 +105,14 @@ impl ContainerTracker {
                 hc.publish_all_ports = Some(false);
                 hc.port_bindings = Some(binding.clone());
             });
-        let container = request.start().await.map_err(|e| format!("starting {image}: {e}"))?;
+        let container = request
+            .start()
+            .await
+            .map_err(|e| format!("starting {image}: {e}"))?;
         let t = ContainerTracker {
             container,
             port,
+            metrics_port,
             image: image.to_owned(),
         };
         t.wait_ready().await?;
@@ -106,6 +129,11 @@ impl ContainerTracker {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// `127.0.0.1:<port>` of the metrics listener (`/stats.json`, `/metrics`).
+    pub fn metrics_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.metrics_port)
+    }
+
     /// The container id.
     pub fn id(&self) -> &str {
         self.container.id()
@@ -113,12 +141,18 @@ impl ContainerTracker {
 
     /// Stops the container (SIGTERM: the tracker closes its sockets and exits).
     pub async fn stop(&self) -> Result<(), String> {
-        self.container.stop().await.map_err(|e| format!("stopping: {e}"))
+        self.container
+            .stop()
+            .await
+            .map_err(|e| format!("stopping: {e}"))
     }
 
     /// Starts a stopped container again (same port) and waits until it answers.
     pub async fn start_again(&self) -> Result<(), String> {
-        self.container.start().await.map_err(|e| format!("starting again: {e}"))?;
+        self.container
+            .start()
+            .await
+            .map_err(|e| format!("starting again: {e}"))?;
         self.wait_ready().await
     }
 
@@ -133,7 +167,11 @@ impl ContainerTracker {
     pub async fn logs(&self) -> String {
         let out = self.container.stdout_to_vec().await.unwrap_or_default();
         let err = self.container.stderr_to_vec().await.unwrap_or_default();
-        format!("{}{}", String::from_utf8_lossy(&out), String::from_utf8_lossy(&err))
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out),
+            String::from_utf8_lossy(&err)
+        )
     }
 
     /// Removes the container (and, with it, the network testcontainers created).
@@ -147,7 +185,10 @@ impl ContainerTracker {
             match health(self.port).await {
                 Ok(()) => return Ok(()),
                 Err(e) if Instant::now() >= deadline => {
-                    return Err(format!("{} not healthy after {READY_TIMEOUT:?}: {e}", self.image));
+                    return Err(format!(
+                        "{} not healthy after {READY_TIMEOUT:?}: {e}",
+                        self.image
+                    ));
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
@@ -158,7 +199,9 @@ impl ContainerTracker {
 /// `GET /health` on 127.0.0.1:`port`, bounded.
 async fn health(port: u16) -> Result<(), String> {
     let probe = async {
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| e.to_string())?;
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map_err(|e| e.to_string())?;
         s.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
             .await
             .map_err(|e| e.to_string())?;

@@ -3,13 +3,21 @@
 //! [`MemoryNetwork`]) or WebRTC data channels bound to 127.0.0.1, on real time.
 //!
 //! What differs from the sim backend: time is real, so results vary run to run (no trace
-//! hash); the network model applies only to memory links, and only the first memory group's
-//! `latency` and `bandwidth` (one network carries all memory links); jitter and loss are not
-//! applied; `partition`/`heal` need memory transports; `bytes` with `metric = "link"` counts
-//! the payload bytes handed to the mesh and `metric = "tracker"` is not measured (0). A live
-//! run ends when every step has fired and every message is settled, or at `duration`.
+//! hash). The network model applies to every link, memory or WebRTC, per pair of groups as
+//! in the sim ([`shape`]: latency, jitter, bandwidth, loss, `[[link]]` rules), and the link
+//! byte metric counts every frame those links carry. Peers reach a `ws://` tracker through a
+//! counting proxy ([`proxy`]), so tracker bytes are the payload of every tracker message both
+//! ways, as in the sim; behind `wss://` they cannot be counted and a `bytes` assertion on them
+//! fails as not measurable. `partition`/`heal` need memory transports. Settings the live
+//! backend cannot honour (the tracker's `latency`, `link_failure_detect`, tracker settings
+//! for an external tracker, restarting an external tracker) are named in the report's
+//! warnings ([`warnings`]). A live run ends when every step has fired and every message is
+//! settled, or at `duration`.
 
+mod hidden;
+pub(crate) mod proxy;
 mod routes;
+mod shape;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -17,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use ghostmesh::mesh::{Mesh, MeshEvent, MeshHandle};
 use ghostmesh::node::NodeConfig;
-use ghostmesh::transport::connector::MemoryNetwork;
+use ghostmesh::transport::connector::{MemoryNetwork, WebRtcConnector};
 use ghostmesh::transport::memory::MemoryConfig;
 use ghostmesh::transport::webrtc::WebRtcConfig;
 use ghostmesh::wire::Payload;
@@ -29,7 +37,11 @@ use tokio::task::JoinSet;
 
 use crate::payload;
 use crate::record::{MsgRecord, Recorder, nanos};
-use crate::scenario::{Action, Content, Scenario, Target, TrackerKind, Transport};
+use crate::scenario::{
+    Action, AssertKind, BytesMetric, Content, Scenario, Target, TrackerKind, Transport,
+};
+use proxy::TrackerProxy;
+use shape::Shaping;
 
 /// Whether the mesh has the memory connector the live backend needs for `transport = "memory"`.
 pub const MEMORY_AVAILABLE: bool = true;
@@ -90,6 +102,75 @@ enum Op {
     TrackerUp,
     Partition(usize),
     Heal,
+    /// Count the tracker's swarm for `tracker_peers` assertion `usize`.
+    TrackerSample(usize),
+}
+
+fn explicit(sc: &Scenario, key: &str) -> bool {
+    match key.split_once('.') {
+        Some(("tracker", k)) => {
+            matches!(&sc.raw.tracker, Some(toml::Value::Table(t)) if t.contains_key(k))
+        }
+        _ => key == "link_failure_detect" && sc.raw.link_failure_detect.is_some(),
+    }
+}
+
+/// What the live backend will not do as `sc` says, known before it runs: each a sentence for
+/// the report (also printed by `validate --backend live`).
+pub fn warnings(sc: &Scenario) -> Vec<String> {
+    let mut w = Vec::new();
+    if explicit(sc, "tracker.latency") {
+        w.push(format!(
+            "tracker.latency ({}) is applied by the sim only: live peers reach the tracker over loopback",
+            crate::units::format_duration(sc.tracker.latency)
+        ));
+    }
+    if explicit(sc, "link_failure_detect") {
+        w.push("link_failure_detect is applied by the sim only: live peers notice a dead link when its transport reports it".into());
+    }
+    let restarts = sc
+        .steps
+        .iter()
+        .any(|s| matches!(s.action, Action::TrackerRestart { .. }));
+    if let TrackerKind::Url(url) = &sc.tracker.kind {
+        let set: Vec<&str> = [
+            "announce_interval",
+            "max_offers",
+            "max_peers_per_swarm",
+            "offer_timeout",
+        ]
+        .into_iter()
+        .filter(|k| explicit(sc, &format!("tracker.{k}")))
+        .collect();
+        if !set.is_empty() {
+            w.push(format!(
+                "tracker.{} configure the harness's own tracker (embedded or container): the external tracker {url} uses its own settings",
+                set.join(", tracker.")
+            ));
+        }
+        let tls = proxy::split_ws_url(url).is_none();
+        if restarts {
+            w.push(if tls {
+                format!("tracker_restart cannot restart the external tracker {url} and, over wss://, cannot cut its connections either: the step did nothing")
+            } else {
+                format!("tracker_restart cannot restart the external tracker {url}: the harness cut every peer's tracker connection and refused new ones for down_for instead (the tracker kept its swarms)")
+            });
+        }
+        if tls
+            && sc.asserts.iter().any(|a| {
+                matches!(
+                    a.kind,
+                    AssertKind::Bytes {
+                        metric: BytesMetric::Tracker,
+                        ..
+                    }
+                )
+            })
+        {
+            w.push(format!("tracker bytes cannot be measured behind wss:// ({url}): bytes assertions with metric = \"tracker\" fail"));
+        }
+    }
+    w
 }
 
 /// Runs `sc` live on a private Tokio runtime.
@@ -106,7 +187,10 @@ pub fn run(sc: &Scenario, progress: &mut dyn FnMut(f64)) -> Result<LiveOutcome, 
 fn container_env(sc: &Scenario) -> Vec<(String, String)> {
     let c = tracker_config(sc, "0.0.0.0:8000".into());
     [
-        ("ANNOUNCE_INTERVAL_SECS", c.announce_interval_secs.to_string()),
+        (
+            "ANNOUNCE_INTERVAL_SECS",
+            c.announce_interval_secs.to_string(),
+        ),
         ("OFFER_TIMEOUT_SECS", c.offer_timeout_secs.to_string()),
         ("MAX_OFFERS", c.max_offers.to_string()),
         ("MAX_PEERS_PER_SWARM", c.max_peers_per_swarm.to_string()),
@@ -136,11 +220,21 @@ pub(crate) struct Live<'a> {
     incarnation: Vec<u64>,
     tracker: Option<Tracker>,
     tracker_addr: Option<String>,
+    /// Whether the harness has the container (or an external tracker's connections) down,
+    /// between `tracker_restart`'s two halves.
+    tracker_down: bool,
     container: Option<crate::container::ContainerTracker>,
+    /// The URL peers use (the proxy's, for a `ws://` tracker).
     url: String,
+    /// `host:port` where the tracker answers `/stats.json` (`None` behind `wss://`).
+    tracker_http: Option<String>,
+    proxy: Option<TrackerProxy>,
+    shaping: Arc<Shaping>,
     net: MemoryNetwork,
     rng: StdRng,
     sends: JoinSet<()>,
+    /// Master and client key pairs, when the scenario calls hidden services.
+    hidden_keys: Option<(ghostmesh::hidden::KeyPair, ghostmesh::hidden::KeyPair)>,
 }
 
 async fn run_async(sc: &Scenario, progress: &mut dyn FnMut(f64)) -> Result<LiveOutcome, String> {
@@ -164,20 +258,34 @@ async fn run_async(sc: &Scenario, progress: &mut dyn FnMut(f64)) -> Result<LiveO
             (None, url, None)
         }
     };
-    let mem = sc
-        .groups
-        .iter()
-        .find(|g| g.transport == Transport::Memory)
-        .map(|g| MemoryConfig {
-            latency: g.net.latency,
-            bandwidth: g.net.bandwidth.map(|b| b as u64),
-            ..MemoryConfig::default()
-        })
-        .unwrap_or_default();
+    // The proxy peers go through, and where the tracker's `/stats.json` answers (a container
+    // serves it on its metrics port; an embedded tracker on its one listener).
+    let upstream = proxy::split_ws_url(&url);
+    let stats_addr = match &container {
+        Some(c) => Some(c.metrics_addr()),
+        None => upstream.as_ref().map(|(addr, _)| addr.clone()),
+    };
+    let (proxy, peer_url) = match &upstream {
+        Some((addr, path)) => {
+            let p = TrackerProxy::start(addr.clone()).await?;
+            let u = p.url(path);
+            (Some(p), u)
+        }
+        None => (None, url.clone()),
+    };
+    // Every link is shaped by the wrapper; the memory network itself adds nothing.
+    let shaping = Shaping::new(sc);
     let n = sc.peer_count();
+    let mut rec = Recorder::new(sc);
+    rec.warnings = warnings(sc);
+    if proxy.is_none() {
+        rec.tracker_bytes_unmeasured = Some(format!(
+            "the tracker {url} is reached over TLS, which the harness cannot count"
+        ));
+    }
     let shared = Arc::new(Mutex::new(Shared {
         t0: Instant::now(),
-        rec: Recorder::new(sc),
+        rec,
         links: vec![BTreeSet::new(); n],
         index: HashMap::new(),
         seed: sc.seed,
@@ -189,11 +297,16 @@ async fn run_async(sc: &Scenario, progress: &mut dyn FnMut(f64)) -> Result<LiveO
         incarnation: vec![0; n],
         tracker,
         tracker_addr,
+        tracker_down: false,
         container,
-        url,
-        net: MemoryNetwork::new(mem),
+        url: peer_url,
+        tracker_http: stats_addr,
+        proxy,
+        shaping,
+        net: MemoryNetwork::new(MemoryConfig::default()),
         rng: StdRng::seed_from_u64(sc.seed),
         sends: JoinSet::new(),
+        hidden_keys: hidden::keys(sc).await?,
     };
 
     // The timeline, as (offset, order, op).
@@ -233,6 +346,9 @@ async fn run_async(sc: &Scenario, progress: &mut dyn FnMut(f64)) -> Result<LiveO
             }
             | Action::Routed {
                 count, interval, ..
+            }
+            | Action::HiddenRequest {
+                count, interval, ..
             } => {
                 for k in 0..*count {
                     ops.push((s.at + *interval * k, i, Op::SendRound(i)));
@@ -244,6 +360,12 @@ async fn run_async(sc: &Scenario, progress: &mut dyn FnMut(f64)) -> Result<LiveO
             }
             Action::Partition { .. } => ops.push((s.at, i, Op::Partition(i))),
             Action::Heal => ops.push((s.at, i, Op::Heal)),
+        }
+    }
+    for (k, a) in sc.asserts.iter().enumerate() {
+        if let AssertKind::TrackerPeers { at, .. } = a.kind {
+            // After any step at the same instant.
+            ops.push((at, usize::MAX, Op::TrackerSample(k)));
         }
     }
     ops.sort_by_key(|(t, i, _)| (*t, *i));
@@ -319,6 +441,32 @@ async fn run_async(sc: &Scenario, progress: &mut dyn FnMut(f64)) -> Result<LiveO
         }
     }
     let end_ns = lock(&shared).now();
+    {
+        let mut s = lock(&shared);
+        s.rec.link_bytes = live
+            .shaping
+            .counters
+            .bytes
+            .load(std::sync::atomic::Ordering::Relaxed);
+        s.rec.link_frames = live
+            .shaping
+            .counters
+            .frames
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if let Some(p) = &live.proxy {
+            s.rec.tracker_bytes = p.counters.bytes.load(std::sync::atomic::Ordering::Relaxed);
+            s.rec.tracker_frames = p.counters.frames.load(std::sync::atomic::Ordering::Relaxed);
+        }
+        let unknown = live
+            .shaping
+            .unknown_remote
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if unknown > 0 {
+            s.rec.warnings.push(format!(
+                "{unknown} link(s) to a peer whose group the harness could not tell were shaped by the local group's access link only"
+            ));
+        }
+    }
     for p in 0..n {
         live.stop_peer(p, true).await;
     }
@@ -351,20 +499,31 @@ impl Live<'_> {
                 if let Some(t) = self.tracker.take() {
                     t.shutdown().await;
                     lock(&self.shared).rec.tracker_restarts += 1;
-                }
-                if let Some(c) = &self.container {
+                } else if let Some(c) = &self.container {
                     c.stop().await?;
+                    self.tracker_down = true;
                     lock(&self.shared).rec.tracker_restarts += 1;
+                } else if let Some(p) = &self.proxy {
+                    // An external tracker: take it away from the peers (see `warnings`).
+                    p.cut(true);
+                    self.tracker_down = true;
                 }
                 Ok(())
             }
-            Op::TrackerUp if self.container.is_some() => match &self.container {
-                Some(c) => c.start_again().await,
-                None => Ok(()),
-            },
+            Op::TrackerUp if self.container.is_some() => {
+                self.tracker_down = false;
+                match &self.container {
+                    Some(c) => c.start_again().await,
+                    None => Ok(()),
+                }
+            }
             Op::TrackerUp => {
                 let Some(addr) = self.tracker_addr.clone() else {
-                    return Ok(()); // an external tracker is not ours to restart
+                    if let Some(p) = &self.proxy {
+                        p.cut(false);
+                    }
+                    self.tracker_down = false;
+                    return Ok(());
                 };
                 let deadline = Instant::now() + REBIND_TIMEOUT;
                 loop {
@@ -409,6 +568,49 @@ impl Live<'_> {
                 self.net.heal();
                 Ok(())
             }
+            Op::TrackerSample(k) => {
+                let r = self.tracker_peers().await;
+                lock(&self.shared).rec.tracker_samples.push((k, r));
+                Ok(())
+            }
+        }
+    }
+
+    /// Peers in the scenario's swarm, as the tracker itself counts them (`/stats.json`).
+    async fn tracker_peers(&self) -> Result<u64, String> {
+        let embedded_down = self.tracker_addr.is_some() && self.tracker.is_none();
+        if embedded_down || (self.container.is_some() && self.tracker_down) {
+            return Ok(0); // down: it knows no swarm
+        }
+        let Some(host) = &self.tracker_http else {
+            return Err(
+                "the tracker is reached over wss:// (TLS): its /stats.json is not read".into(),
+            );
+        };
+        let (status, body) = proxy::http_get(host, "/stats.json").await?;
+        if status != 200 {
+            return Err(format!(
+                "GET http://{host}/stats.json answered {status} (a tracker with a metrics_listen serves it only there)"
+            ));
+        }
+        let v: serde_json::Value = serde_json::from_str(&body)
+            .map_err(|e| format!("GET http://{host}/stats.json: not JSON ({e})"))?;
+        let top = v
+            .get("top_swarms")
+            .and_then(|t| t.as_array())
+            .ok_or_else(|| format!("GET http://{host}/stats.json: no top_swarms"))?;
+        let want = info_hash_hex(&self.sc.identifier);
+        match top
+            .iter()
+            .find(|s| s.get("info_hash").and_then(|h| h.as_str()) == Some(&want))
+        {
+            Some(s) => {
+                let n = |k: &str| s.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+                Ok(n("complete") + n("incomplete"))
+            }
+            // The list holds the 10 largest swarms: a shorter list without ours means none.
+            None if top.len() < 10 => Ok(0),
+            None => Err("the swarm is not among the 10 largest the tracker lists".into()),
         }
     }
 
@@ -431,17 +633,21 @@ impl Live<'_> {
                 max_chunk_units: g.max_chunk_units,
                 ..NodeConfig::default()
             })
+            .hidden_service(hidden::config(sc, p, &self.hidden_keys))
             .seed(seed);
-        b = match g.transport {
-            Transport::Memory => b.connector(self.net.connector(&sc.peer_name(p))),
-            _ => b.webrtc(WebRtcConfig::bound_to("127.0.0.1:0")),
+        let group = sc.group_of(p);
+        let inner: Arc<dyn ghostmesh::transport::connector::Connector> = match g.transport {
+            Transport::Memory => self.net.connector(&sc.peer_name(p)),
+            _ => Arc::new(WebRtcConnector::new(WebRtcConfig::bound_to("127.0.0.1:0"))),
         };
+        b = b.connector(self.shaping.connector(inner, group));
         let mut mesh = b
             .start()
             .await
             .map_err(|e| format!("peer {} did not start: {e}", sc.peer_name(p)))?;
         let peer_id = mesh.peer_id().to_owned();
         let handle = mesh.handle();
+        hidden::serve(sc, p, &handle, &self.shared);
         {
             let mut s = lock(&self.shared);
             s.index.insert(peer_id.clone(), p);
@@ -524,6 +730,7 @@ impl Live<'_> {
         match &step.action {
             Action::SendFile { .. } => return self.file_round(i),
             Action::Routed { .. } => return self.routed_round(i),
+            Action::HiddenRequest { .. } => return self.hidden_round(i),
             _ => {}
         }
         let (from, size, content) = match &step.action {
@@ -597,8 +804,6 @@ impl Live<'_> {
                     failure: None,
                     ..MsgRecord::default()
                 });
-                s.rec.link_bytes += size as u64;
-                s.rec.link_frames += 1;
                 let handle = peer.handle.clone();
                 let to = target.peer_id.clone();
                 let shared = self.shared.clone();
@@ -684,4 +889,11 @@ async fn on_event(
         MeshEvent::Onion(msg) => routes::on_onion(shared, p, steps, mesh, msg).await,
         _ => {}
     }
+}
+
+/// `info_hash` of the swarm `identifier` names, as the tracker's stats print it.
+fn info_hash_hex(identifier: &str) -> String {
+    ghostmesh::signal::Identity::new(identifier, &mut StdRng::seed_from_u64(0))
+        .info_hash
+        .to_hex()
 }

@@ -29,8 +29,12 @@ pub struct MsgRecord {
     pub hop_bytes: Vec<u64>,
     /// Files: whether the binary fast path carried (some of) the bytes.
     pub fast: Option<bool>,
-    /// What was sent: 0 message, 1 file, 2 routed request, 3 onion message.
+    /// What was sent: 0 message, 1 file, 2 routed request, 3 onion message, 4 hidden-service
+    /// request.
     pub kind: u8,
+    /// Hidden-service requests: the delay the entry drew and held the answer for (when it
+    /// said so: an entry that reached the master over layered routing hides it), in ns.
+    pub padding_delay: Option<u64>,
 }
 
 /// [`MsgRecord::kind`] values.
@@ -39,6 +43,7 @@ pub mod kind {
     pub const FILE: u8 = 1;
     pub const ROUTED: u8 = 2;
     pub const ONION: u8 = 3;
+    pub const HIDDEN: u8 = 4;
 }
 
 /// One (re)join of a peer, for discovery.
@@ -74,6 +79,14 @@ pub struct Recorder {
     pub relay_forwarded: u64,
     /// Onion packets relays dropped (ttl spent, next hop not linked, ...).
     pub relay_dropped: u64,
+    /// `tracker_peers` assertions: (assertion index, peers in the swarm at its `at`, or why
+    /// the tracker could not be asked).
+    pub tracker_samples: Vec<(usize, Result<u64, String>)>,
+    /// `bytes` with `metric = "tracker"`: why the tracker's traffic was not measured, if it
+    /// was not (live, `wss://` tracker URL).
+    pub tracker_bytes_unmeasured: Option<String>,
+    /// What the backend did not apply or measure as the scenario says (reports show them).
+    pub warnings: Vec<String>,
 }
 
 impl Recorder {
@@ -376,7 +389,8 @@ impl Recorder {
         };
         sc.asserts
             .iter()
-            .map(|a| {
+            .enumerate()
+            .map(|(index, a)| {
                 let (kind, passed, expected, actual) = match &a.kind {
                     AssertKind::DeliveryRatio {
                         step,
@@ -447,7 +461,6 @@ impl Recorder {
                             BytesMetric::Link => ("link", self.link_bytes),
                             BytesMetric::Tracker => ("tracker", self.tracker_bytes),
                         };
-                        let ok = min.is_none_or(|m| v >= m) && max.is_none_or(|m| v <= m);
                         let mut exp = format!("{name} bytes");
                         if let Some(m) = min {
                             exp.push_str(&format!(" >= {m}"));
@@ -455,7 +468,48 @@ impl Recorder {
                         if let Some(m) = max {
                             exp.push_str(&format!(" <= {m}"));
                         }
-                        ("bytes", ok, exp, format!("{v} {name} bytes"))
+                        match (&self.tracker_bytes_unmeasured, metric) {
+                            // Never pass on a counter nobody kept.
+                            (Some(why), BytesMetric::Tracker) => {
+                                ("bytes", false, exp, format!("not measurable: {why}"))
+                            }
+                            _ => {
+                                let ok = min.is_none_or(|m| v >= m) && max.is_none_or(|m| v <= m);
+                                ("bytes", ok, exp, format!("{v} {name} bytes"))
+                            }
+                        }
+                    }
+                    AssertKind::TrackerPeers { at, min, max } => {
+                        let exp = format!(
+                            "{} peers in the swarm at {}",
+                            bounds_text(*min, *max),
+                            format_duration(*at)
+                        );
+                        let sample = self
+                            .tracker_samples
+                            .iter()
+                            .find(|(k, _)| *k == index)
+                            .map(|(_, r)| r.clone());
+                        match sample {
+                            Some(Ok(n)) => (
+                                "tracker_peers",
+                                min.is_none_or(|m| n >= m) && max.is_none_or(|m| n <= m),
+                                exp,
+                                format!("{n} peers"),
+                            ),
+                            Some(Err(why)) => (
+                                "tracker_peers",
+                                false,
+                                exp,
+                                format!("not measurable: {why}"),
+                            ),
+                            None => (
+                                "tracker_peers",
+                                false,
+                                exp,
+                                "not counted: the run ended first".into(),
+                            ),
+                        }
                     }
                     AssertKind::Discovered {
                         min,
@@ -493,6 +547,55 @@ impl Recorder {
                                 format_duration(*within)
                             ),
                             format!("{:.2}% ({ok} of {eligible} joins)", ratio * 100.0),
+                        )
+                    }
+                    AssertKind::DelayPadding { step, min, max } => {
+                        let msgs: Vec<&MsgRecord> = of_step(step_idx(step)).collect();
+                        let rtts: Vec<u64> = msgs
+                            .iter()
+                            .filter_map(|m| m.acked_at.map(|a| a.saturating_sub(m.sent_at)))
+                            .collect();
+                        let lo_ns = min.map(|d| d.as_nanos() as u64);
+                        let hi_ns = max.map(|d| d.as_nanos() as u64);
+                        let inside = rtts
+                            .iter()
+                            .filter(|&&r| lo_ns.is_none_or(|a| r >= a) && hi_ns.is_none_or(|b| r <= b))
+                            .count();
+                        let ok = !msgs.is_empty() && rtts.len() == msgs.len() && inside == rtts.len();
+                        let ms = |ns: u64| format!("{:.0} ms", ns as f64 / 1e6);
+                        let held: Vec<u64> = msgs.iter().filter_map(|m| m.padding_delay).collect();
+                        let told = if held.is_empty() {
+                            String::new()
+                        } else {
+                            format!(
+                                "; the entry held {} of them {}..={}",
+                                held.iter().filter(|&&d| d > 0).count(),
+                                ms(held.iter().copied().min().unwrap_or(0)),
+                                ms(held.iter().copied().max().unwrap_or(0))
+                            )
+                        };
+                        (
+                            "delay_padding",
+                            ok,
+                            format!(
+                                "every request answered, each round trip {}",
+                                match (min, max) {
+                                    (Some(a), Some(b)) => format!("{}..={}", format_duration(*a), format_duration(*b)),
+                                    (Some(a), None) => format!(">= {}", format_duration(*a)),
+                                    (None, Some(b)) => format!("<= {}", format_duration(*b)),
+                                    (None, None) => "any".into(),
+                                }
+                            ),
+                            match (rtts.iter().min(), rtts.iter().max()) {
+                                (Some(&l), Some(&h)) => format!(
+                                    "{} of {} answered, {inside} inside; round trips {}..={}{told}",
+                                    rtts.len(),
+                                    msgs.len(),
+                                    ms(l),
+                                    ms(h)
+                                ),
+                                _ => format!("none of {} requests was answered", msgs.len()),
+                            },
                         )
                     }
                     AssertKind::Hops { step, min, max } => {

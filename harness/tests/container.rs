@@ -3,35 +3,86 @@
 //! tracker that restarts the container mid-run (peers reconnect and rediscover), and
 //! `docker-compose up` running a scenario against the tracker service by URL.
 //!
-//! Needs Docker and the images from `scripts/build-images.sh` (the README's test command
-//! builds them). Without them these tests print SKIPPED and pass, unless `CI` is set: then
-//! they fail.
+//! Needs Docker, `docker-compose` (or the `docker compose` plugin) for the compose test, and
+//! the images from `scripts/build-images.sh` (the README's test command builds them).
+//! Without them these tests print a SKIPPED line and pass, unless `CI` is set: then they
+//! fail. `GHOSTMESH_TRACKER_IMAGE` and `GHOSTMESH_HARNESS_IMAGE` test other images (e.g.
+//! `TAG=dev scripts/build-images.sh`).
 #![allow(clippy::unwrap_used)]
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ghostmesh_harness::container::{ContainerTracker, DEFAULT_IMAGE, unavailable};
+use testcontainers::core::{Healthcheck, WaitFor};
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{GenericImage, ImageExt};
 
-const HARNESS_IMAGE: &str = "ghostmesh-harness:latest";
+fn tracker_image() -> String {
+    std::env::var("GHOSTMESH_TRACKER_IMAGE").unwrap_or_else(|_| DEFAULT_IMAGE.to_owned())
+}
+
+fn harness_image() -> String {
+    std::env::var("GHOSTMESH_HARNESS_IMAGE")
+        .unwrap_or_else(|_| "ghostmesh-harness:latest".to_owned())
+}
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// A tool the test needs is missing: fails under `CI`, otherwise says so loudly and lets the
+/// test pass.
+fn missing(test: &str, why: &str) {
+    if std::env::var_os("CI").is_some() {
+        panic!("CI is set and {test} cannot run: {why}");
+    }
+    // Straight to stderr: the test harness captures `eprintln!` of passing tests.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: {test}: {why} (set CI=1 to make this a failure)"
+    );
+}
+
 /// `true` when the test can run; otherwise says why (and panics under CI).
-fn docker_ready(images: &[&str]) -> bool {
+fn docker_ready(test: &str, images: &[&str]) -> bool {
     for image in images {
         if let Some(why) = unavailable(image) {
-            if std::env::var_os("CI").is_some() {
-                panic!("CI is set and Docker is not usable: {why}");
-            }
-            eprintln!("SKIPPED: {why}");
+            missing(test, &why);
             return false;
         }
     }
     true
+}
+
+/// The compose command: `docker-compose`, else `docker compose`; `None` when neither runs.
+fn compose_command() -> Option<Vec<&'static str>> {
+    let works = |cmd: &[&str]| {
+        Command::new(cmd[0])
+            .args(&cmd[1..])
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    [vec!["docker-compose"], vec!["docker", "compose"]]
+        .into_iter()
+        .find(|c| works(c))
+}
+
+/// Polls `docker inspect` until the container's health is `want` (or `timeout` passes);
+/// returns the last status seen.
+fn health_status(id: &str, want: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let o = docker(&["inspect", "-f", "{{.State.Health.Status}}", id]);
+        let status = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+        if status == want || Instant::now() >= deadline {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 fn docker(args: &[&str]) -> Output {
@@ -39,12 +90,20 @@ fn docker(args: &[&str]) -> Output {
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 #[test]
 fn the_image_is_small_unprivileged_and_self_checking() {
-    if !docker_ready(&[DEFAULT_IMAGE]) {
+    let image = tracker_image();
+    if !docker_ready(
+        "the_image_is_small_unprivileged_and_self_checking",
+        &[&image],
+    ) {
         return;
     }
     let o = docker(&[
@@ -52,48 +111,190 @@ fn the_image_is_small_unprivileged_and_self_checking() {
         "inspect",
         "-f",
         "{{.Size}}|{{.Config.User}}|{{json .Config.Healthcheck.Test}}|{{json .Config.ExposedPorts}}|{{json .Config.Entrypoint}}",
-        DEFAULT_IMAGE,
+        &image,
     ]);
     assert!(o.status.success(), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout).trim().to_owned();
     let parts: Vec<&str> = out.split('|').collect();
     let size: u64 = parts[0].parse().unwrap();
-    assert!(size < 15_000_000, "image is {size} bytes, target under 15 MB");
+    assert!(
+        size < 15_000_000,
+        "image is {size} bytes, target under 15 MB"
+    );
     assert_eq!(parts[1], "65534:65534", "runs as nobody");
-    assert!(parts[2].contains("healthcheck"), "HEALTHCHECK uses the binary: {}", parts[2]);
-    assert!(parts[3].contains("8000/tcp") && parts[3].contains("9000/tcp"), "{}", parts[3]);
+    assert!(
+        parts[2].contains("healthcheck"),
+        "HEALTHCHECK uses the binary: {}",
+        parts[2]
+    );
+    assert!(
+        parts[3].contains("8000/tcp") && parts[3].contains("9000/tcp"),
+        "{}",
+        parts[3]
+    );
     assert_eq!(parts[4], r#"["/ghostmesh-tracker"]"#);
     // Nothing but the binary: no shell to exec into.
-    let o = docker(&["history", "--no-trunc", "--format", "{{.CreatedBy}}", DEFAULT_IMAGE]);
+    let o = docker(&[
+        "history",
+        "--no-trunc",
+        "--format",
+        "{{.CreatedBy}}",
+        &image,
+    ]);
     assert!(!text(&o).contains("/bin/sh -c apt"), "{}", text(&o));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_container_tracker_serves_restarts_and_reports_healthy() {
-    if !docker_ready(&[DEFAULT_IMAGE]) {
+    let image = tracker_image();
+    if !docker_ready(
+        "a_container_tracker_serves_restarts_and_reports_healthy",
+        &[&image],
+    ) {
         return;
     }
-    let t = ContainerTracker::start(DEFAULT_IMAGE, &[]).await.unwrap();
+    let t = ContainerTracker::start(&image, &[]).await.unwrap();
     assert!(t.ws_url().starts_with("ws://127.0.0.1:"));
-    let o = docker(&["inspect", "-f", "{{.State.Health.Status}}|{{json .HostConfig.PortBindings}}", t.id()]);
-    let status = String::from_utf8_lossy(&o.stdout);
-    assert!(status.contains("127.0.0.1"), "published on 127.0.0.1 only: {status}");
+    let o = docker(&[
+        "inspect",
+        "-f",
+        "{{.State.Health.Status}}|{{json .HostConfig.PortBindings}}",
+        t.id(),
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+    let (status, bindings) = out.split_once('|').unwrap();
+    // start() waited for Docker's own verdict (the image's HEALTHCHECK), not only /health.
+    assert_eq!(status, "healthy", "{out}");
+    assert!(
+        bindings.contains("127.0.0.1"),
+        "published on 127.0.0.1 only: {bindings}"
+    );
     t.restart(Duration::from_millis(500)).await.unwrap();
+    // Healthy again after the restart (the first check comes one interval, 10 s, in).
+    let id = t.id().to_owned();
+    let status =
+        tokio::task::spawn_blocking(move || health_status(&id, "healthy", Duration::from_secs(40)))
+            .await
+            .unwrap();
+    assert_eq!(status, "healthy", "after the restart");
     let logs = t.logs().await;
     assert!(logs.contains("listening"), "{logs}");
-    assert!(logs.to_lowercase().contains("shut"), "graceful shutdown on SIGTERM is logged: {logs}");
+    assert!(
+        logs.to_lowercase().contains("shut"),
+        "graceful shutdown on SIGTERM is logged: {logs}"
+    );
     t.remove().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tracker_on_another_port_is_healthy_with_the_documented_override() {
+    // The image's HEALTHCHECK probes port 8000; a tracker told to listen elsewhere needs the
+    // exec-form override the Dockerfile documents (docker-compose.yml uses the same form).
+    let image = tracker_image();
+    if !docker_ready(
+        "a_tracker_on_another_port_is_healthy_with_the_documented_override",
+        &[&image],
+    ) {
+        return;
+    }
+    let (name, tag) = image.rsplit_once(':').unwrap_or((&image, "latest"));
+    let c = GenericImage::new(name, tag)
+        .with_wait_for(WaitFor::healthcheck())
+        .with_cmd(["--listen", "0.0.0.0:8123"])
+        .with_health_check(
+            Healthcheck::cmd([
+                "/ghostmesh-tracker",
+                "healthcheck",
+                "http://127.0.0.1:8123/health",
+            ])
+            .with_interval(Duration::from_millis(500))
+            .with_timeout(Duration::from_secs(3))
+            .with_retries(3),
+        )
+        .with_startup_timeout(Duration::from_secs(30))
+        .start()
+        .await
+        .unwrap();
+    let o = docker(&["inspect", "-f", "{{.State.Health.Status}}", c.id()]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "healthy");
+    let _ = c.rm().await;
+}
+
+#[test]
+fn compose_health_probe_names_the_port_the_config_serves() {
+    // No Docker needed: docker-compose.yml's probe and deploy/tracker.toml must agree, and so
+    // must the Dockerfile's HEALTHCHECK and its default CMD.
+    let port_of = |addr: &str| {
+        addr.rsplit(':')
+            .next()
+            .unwrap()
+            .trim_matches('"')
+            .to_owned()
+    };
+    let cfg: toml::Table = std::fs::read_to_string(root().join("deploy/tracker.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let served: Vec<String> = ["listen", "metrics_listen"]
+        .iter()
+        .filter_map(|k| cfg.get(*k).and_then(|v| v.as_str()))
+        .filter(|v| !v.is_empty())
+        .map(port_of)
+        .collect();
+    let compose = std::fs::read_to_string(root().join("docker-compose.yml")).unwrap();
+    let probe = compose
+        .lines()
+        .find(|l| l.contains("\"healthcheck\"") && l.contains("test:"))
+        .expect("docker-compose.yml overrides the tracker's healthcheck");
+    let url = probe.split('"').find(|p| p.starts_with("http://")).unwrap();
+    let port = url
+        .trim_start_matches("http://127.0.0.1:")
+        .split('/')
+        .next()
+        .unwrap();
+    assert!(
+        served.iter().any(|p| p == port),
+        "compose probes {url}; tracker.toml serves {served:?}"
+    );
+
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    let check = dockerfile
+        .lines()
+        .find(|l| {
+            l.trim_start()
+                .starts_with("CMD [\"/ghostmesh-tracker\", \"healthcheck\"")
+        })
+        .unwrap();
+    let cmd = dockerfile
+        .lines()
+        .find(|l| l.starts_with("CMD [\"--listen\""))
+        .unwrap();
+    let listen = cmd.split('"').nth(3).unwrap();
+    assert!(
+        check.contains(&format!("127.0.0.1:{}/health", port_of(listen))),
+        "HEALTHCHECK {check} vs {cmd}"
+    );
 }
 
 #[test]
 fn a_scenario_survives_a_container_restart() {
-    if !docker_ready(&[DEFAULT_IMAGE]) {
+    if !docker_ready(
+        "a_scenario_survives_a_container_restart",
+        &[&tracker_image()],
+    ) {
         return;
     }
     let dir = std::env::temp_dir().join(format!("ghostmesh-container-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let o = Command::new(env!("CARGO_BIN_EXE_ghostmesh-harness"))
-        .args(["run", "scenarios/container-restart.toml", "--backend", "live", "--quiet", "--out"])
+        .args([
+            "run",
+            "scenarios/container-restart.toml",
+            "--backend",
+            "live",
+            "--quiet",
+            "--out",
+        ])
         .arg(&dir)
         .current_dir(root())
         .output()
@@ -108,22 +309,47 @@ fn a_scenario_survives_a_container_restart() {
         .iter()
         .map(|a| a["name"].as_str().unwrap_or_default().to_owned())
         .collect();
-    assert!(names.iter().any(|n| n.contains("after the restart")), "{names:?}");
+    // The assertions that prove reconnection (see the scenario's comments, and
+    // tests/scenarios.rs for the same timeline failing them when peers do not come back).
+    for n in [
+        "all 12 peers announced to the restarted tracker",
+        "late peers reach early peers after the restart",
+    ] {
+        assert!(names.iter().any(|x| x == n), "{n} in {names:?}");
+    }
+    assert_eq!(json["summary"]["tracker_restarts"], 1, "{json}");
+    let counted = json["assertions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["kind"] == "tracker_peers")
+        .unwrap();
+    assert_eq!(counted["actual"], "12 peers", "{counted}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn docker_compose_runs_a_scenario_against_the_tracker_service() {
-    if !docker_ready(&[DEFAULT_IMAGE, HARNESS_IMAGE]) {
+    const TEST: &str = "docker_compose_runs_a_scenario_against_the_tracker_service";
+    let (tracker, harness) = (tracker_image(), harness_image());
+    if !docker_ready(TEST, &[&tracker, &harness]) {
         return;
     }
-    let compose = if Command::new("docker-compose").arg("version").output().is_ok_and(|o| o.status.success()) {
-        vec!["docker-compose"]
-    } else {
-        vec!["docker", "compose"]
+    let Some(compose) = compose_command() else {
+        missing(
+            TEST,
+            "neither `docker-compose` nor `docker compose` runs (apt-get install docker-compose)",
+        );
+        return;
     };
     let project = format!("ghostmeshtest{}", std::process::id());
-    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
     let (tp, mp) = (free(), free());
     let run = |args: &[&str]| {
         Command::new(compose[0])
@@ -132,14 +358,23 @@ fn docker_compose_runs_a_scenario_against_the_tracker_service() {
             .args(args)
             .env("TRACKER_PORT", tp.to_string())
             .env("METRICS_PORT", mp.to_string())
+            .env("GHOSTMESH_TRACKER_IMAGE", &tracker)
+            .env("GHOSTMESH_HARNESS_IMAGE", &harness)
             .current_dir(root())
             .output()
             .unwrap()
     };
-    let o = run(&["up", "--abort-on-container-exit", "--exit-code-from", "scenario"]);
+    let o = run(&[
+        "up",
+        "--abort-on-container-exit",
+        "--exit-code-from",
+        "scenario",
+    ]);
     let down = run(&["down", "-v", "--remove-orphans"]);
     assert!(o.status.success(), "compose up failed:\n{}", text(&o));
     let out = text(&o);
-    assert!(out.contains("PASS"), "{out}");
+    assert!(out.contains("PASSED"), "{out}");
+    // The scenario service started only once the tracker was healthy (depends_on:
+    // service_healthy), i.e. once the compose file's probe found /health.
     assert!(down.status.success(), "{}", text(&down));
 }

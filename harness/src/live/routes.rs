@@ -66,8 +66,6 @@ impl Live<'_> {
             let Some(to_id) = self.peers[q].as_ref().map(|t| t.peer_id.clone()) else {
                 continue;
             };
-            s.rec.link_bytes += *size;
-            s.rec.link_frames += 1;
             let data = filedata::bytes(filedata::file_seed(s.seed, id), 0, *size as usize);
             drop(s);
             let handle = peer.handle.clone();
@@ -229,8 +227,6 @@ impl Live<'_> {
                 s.rec.messages[id].hop_bytes = filedata::hop_sizes_of(packet.clone());
                 manual = Some((route[0].clone(), packet));
             }
-            s.rec.link_bytes += *size as u64;
-            s.rec.link_frames += 1;
             drop(s);
             let handle = peer.handle.clone();
             let shared = self.shared.clone();

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::{RunResult, escape};
+use super::{ErrorReport, RunResult, escape};
 use crate::units::format_rate;
 
 const W: f64 = 640.0;
@@ -178,6 +178,13 @@ pub fn html(r: &RunResult) -> String {
         );
     }
     o.push_str("</table>\n");
+    if !r.warnings.is_empty() {
+        let _ = writeln!(o, "<h2>Warnings ({} backend)</h2><ul>", escape(&r.backend));
+        for w in &r.warnings {
+            let _ = writeln!(o, "<li class=\"warn\">{}</li>", escape(w));
+        }
+        o.push_str("</ul>\n");
+    }
     o.push_str("<h2>Assertions</h2><table><tr><th>result</th><th>assertion</th><th>expected</th><th>actual</th></tr>\n");
     for a in &r.assertions {
         let _ = writeln!(
@@ -215,5 +222,26 @@ pub fn html(r: &RunResult) -> String {
         &|v| format_rate(v),
     ));
     o.push_str("\n</body></html>\n");
+    o
+}
+
+/// The HTML page of a run that could not produce results (invalid scenario, runtime error).
+pub fn error_html(r: &ErrorReport) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{} — ERROR</title>\
+         <style>body{{font-family:sans-serif;max-width:900px;margin:2em auto}}.fail{{color:#b00;font-weight:bold}}</style></head><body>\n\
+         <h1>{} <span class=\"fail\">ERROR</span></h1><p>{} (exit {}) in {}</p><ul>",
+        escape(&r.scenario),
+        escape(&r.scenario),
+        escape(&r.error_kind.replace('_', " ")),
+        r.exit_code,
+        escape(&r.file)
+    );
+    for e in &r.errors {
+        let _ = writeln!(o, "<li><code>{}</code></li>", escape(e));
+    }
+    o.push_str("</ul>\n</body></html>\n");
     o
 }

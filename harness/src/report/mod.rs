@@ -10,8 +10,48 @@ use serde::Serialize;
 use crate::record::{AssertionResult, Charts, Recorder, Summary};
 use crate::scenario::Scenario;
 
-pub use html::html;
-pub use junit::junit;
+pub use html::{error_html, html};
+pub use junit::{error_junit, junit};
+
+/// A run that produced no results: an invalid scenario (exit 2) or a runtime error (exit 3).
+/// With `--json`, `--junit`, `--html` or `--out`, it is written in place of the results so CI
+/// shows the reason.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorReport {
+    /// The scenario's name (the file's stem when the file could not be read).
+    pub scenario: String,
+    pub file: String,
+    /// `None` when the file was not valid.
+    pub backend: Option<String>,
+    pub seed: Option<u64>,
+    pub passed: bool,
+    /// 2: invalid scenario, 3: runtime error.
+    pub exit_code: i32,
+    /// `"invalid_scenario"` or `"runtime_error"`.
+    pub error_kind: String,
+    /// One line per error (`file:line:col: key `k`: ...` for an invalid scenario).
+    pub errors: Vec<String>,
+    pub assertions: Vec<AssertionResult>,
+    pub failed_assertions: Vec<String>,
+}
+
+impl ErrorReport {
+    /// The JSON document.
+    pub fn json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+
+    /// A one-line summary.
+    pub fn headline(&self) -> String {
+        format!(
+            "{}: {} (exit {}): {}",
+            self.scenario,
+            self.error_kind.replace('_', " "),
+            self.exit_code,
+            self.errors.join("; ")
+        )
+    }
+}
 
 /// Everything a run reports.
 #[derive(Debug, Clone, Serialize)]
@@ -29,6 +69,9 @@ pub struct RunResult {
     pub wall_secs: f64,
     pub passed: bool,
     pub failed_assertions: Vec<String>,
+    /// What the backend did not apply or could not measure as the scenario says (e.g. live:
+    /// a `[[link]]` between WebRTC groups, a restart of an external tracker).
+    pub warnings: Vec<String>,
     pub summary: Summary,
     pub assertions: Vec<AssertionResult>,
     pub charts: Charts,
@@ -62,6 +105,7 @@ impl RunResult {
             wall_secs,
             passed: failed.is_empty(),
             failed_assertions: failed,
+            warnings: rec.warnings.clone(),
             summary: rec.summary(sc),
             assertions,
             charts: rec.charts(end_ns),
@@ -139,6 +183,12 @@ impl RunResult {
                 s.relay_forwarded,
                 s.relay_dropped
             );
+        }
+        if !self.warnings.is_empty() {
+            let _ = writeln!(o, "warnings ({} backend):", self.backend);
+            for w in &self.warnings {
+                let _ = writeln!(o, "  [WARN] {w}");
+            }
         }
         let _ = writeln!(o, "assertions:");
         for a in &self.assertions {

@@ -221,6 +221,22 @@ pub enum Action {
         /// ttl 2), instead of the Rust mesh's ttls.
         ghostmesh_ttl: bool,
     },
+    /// Every peer of `from` calls hidden service `service` through the entry peer `entry`,
+    /// whose master is `master`, asking for `min_hops` hops; the entry holds answers of short
+    /// routes for a delay in `response_delay`.
+    HiddenRequest {
+        from: Selection,
+        entry: usize,
+        master: usize,
+        service: String,
+        min_hops: u64,
+        count: u32,
+        interval: Duration,
+        size: usize,
+        content: Content,
+        response_delay: (Duration, Duration),
+        fixed_packet_bytes: Option<usize>,
+    },
 }
 
 /// How a `send_file` offers its bytes.
@@ -258,6 +274,7 @@ impl Action {
             Action::SendFile { .. } => "send_file",
             Action::Routed { onion: false, .. } => "relay_send",
             Action::Routed { onion: true, .. } => "onion_send",
+            Action::HiddenRequest { .. } => "hidden_service_request",
         }
     }
 
@@ -270,6 +287,7 @@ impl Action {
                 | Action::Broadcast { .. }
                 | Action::SendFile { .. }
                 | Action::Routed { .. }
+                | Action::HiddenRequest { .. }
         )
     }
 }
@@ -329,6 +347,20 @@ pub enum AssertKind {
     },
     /// Delivered payload bytes per second over the step's active window, at least `min`.
     Throughput { step: Option<String>, min: f64 },
+    /// Every hidden-service request of `step` was answered, each round trip within
+    /// `min..=max` (the entry's delay padding shows as a floor; its absence as a ceiling).
+    DelayPadding {
+        step: Option<String>,
+        min: Option<Duration>,
+        max: Option<Duration>,
+    },
+    /// The tracker had `min..=max` peers in the scenario's swarm at `at` (counted by the
+    /// tracker itself: the sim's tracker core, or the live tracker's `/stats.json`).
+    TrackerPeers {
+        at: Duration,
+        min: Option<u64>,
+        max: Option<u64>,
+    },
 }
 
 /// What a `delivery_ratio` or `latency` assertion measures.

@@ -99,8 +99,18 @@ pub struct RawStep {
     pub format: Option<String>,
     /// `onion_send`: `"mesh"` or `"ghostmesh"` (GhostMesh's default layer ttls).
     pub ttl: Option<String>,
-    // Reserved for the hidden-service issue.
+    /// `hidden_service_request`: the service name.
     pub service: Option<String>,
+    /// `hidden_service_request`: the entry peer (one peer).
+    pub entry: Option<String>,
+    /// `hidden_service_request`: the master peer (one peer).
+    pub master: Option<String>,
+    /// `hidden_service_request`: hops the clients ask for (GhostMesh's `minHops`).
+    pub min_hops: Option<u64>,
+    /// `hidden_service_request`: the entry's delay range, `[min, max]`.
+    pub response_delay: Option<Vec<String>>,
+    /// `hidden_service_request`: GhostMesh's `fixedPacketBytes` for clients, entry and master.
+    pub fixed_packet_bytes: Option<u64>,
 }
 
 /// `[[assert]]`.
@@ -120,4 +130,6 @@ pub struct RawAssert {
     pub measure: Option<String>,
     /// `hop_bytes`: which hop (0 = sender to first relay); default every hop.
     pub hop: Option<u64>,
+    /// `tracker_peers`: when the tracker's swarm is counted (a duration from the start).
+    pub at: Option<String>,
 }

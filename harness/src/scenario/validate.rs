@@ -29,9 +29,11 @@ const MAX_HOPS: u64 = 8;
 enum Seg {
     Key(&'static str),
     Idx(usize),
+    /// A key named in the file (e.g. an unknown one).
+    Name(String),
 }
 
-use Seg::{Idx, Key};
+use Seg::{Idx, Key, Name};
 
 struct Ctx<'a> {
     file: &'a Path,
@@ -58,6 +60,12 @@ fn path_text(path: &[Seg]) -> String {
                 }
                 s.push_str(k);
             }
+            Name(k) => {
+                if !s.is_empty() {
+                    s.push('.');
+                }
+                s.push_str(k);
+            }
             Idx(i) => s.push_str(&format!("[{i}]")),
         }
     }
@@ -75,6 +83,7 @@ impl Ctx<'_> {
             let next = match seg {
                 Key(k) => v.get(*k),
                 Idx(i) => v.get(*i),
+                Name(k) => v.get(k.as_str()),
             };
             match next {
                 Some(n) => {
@@ -468,7 +477,7 @@ fn resolve(cx: &mut Ctx<'_>, raw: RawScenario, backend_override: Option<Backend>
     // Assertions.
     let mut asserts = Vec::new();
     for (i, a) in raw.assert.iter().enumerate() {
-        if let Some(x) = resolve_assert(cx, i, a, &steps) {
+        if let Some(x) = resolve_assert(cx, i, a, &steps, duration) {
             asserts.push(x);
         }
     }
@@ -520,6 +529,9 @@ fn step_span(s: &Step) -> Duration {
         }
         | Action::Routed {
             count, interval, ..
+        }
+        | Action::HiddenRequest {
+            count, interval, ..
         } => interval.saturating_mul(count.saturating_sub(1)),
         Action::TrackerRestart { down_for } => *down_for,
         Action::Partition { .. } | Action::Heal => Duration::ZERO,
@@ -532,6 +544,17 @@ fn valid_name(n: &str) -> bool {
         && n.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
+
+/// The keys of a `[tracker]` table.
+const TRACKER_KEYS: &[&str] = &[
+    "kind",
+    "url",
+    "announce_interval",
+    "latency",
+    "max_offers",
+    "max_peers_per_swarm",
+    "offer_timeout",
+];
 
 fn resolve_tracker(cx: &mut Ctx<'_>, v: Option<&toml::Value>, backend: Backend) -> TrackerSpec {
     let mut spec = TrackerSpec {
@@ -553,13 +576,43 @@ fn resolve_tracker(cx: &mut Ctx<'_>, v: Option<&toml::Value>, backend: Backend) 
             url: (s.starts_with("ws://") || s.starts_with("wss://")).then(|| s.clone()),
             ..RawTracker::default()
         },
-        Some(t @ toml::Value::Table(_)) => match RawTracker::deserialize_from(t.clone()) {
-            Ok(r) => r,
-            Err(e) => {
-                cx.err(&[Key("tracker")], format!("{e} (expected keys: kind, url, announce_interval, latency, max_offers, max_peers_per_swarm, offer_timeout)"));
+        Some(toml::Value::Table(t)) => {
+            // Unknown keys are named where they stand (`tracker.<key>`, at their own line);
+            // the known ones are still checked.
+            let mut known = t.clone();
+            for key in t.keys().filter(|k| !TRACKER_KEYS.contains(&k.as_str())) {
+                cx.err(
+                    &[Key("tracker"), Name(key.clone())],
+                    format!(
+                        "unknown key `{key}` in [tracker] (expected one of: {}; see harness/README.md)",
+                        TRACKER_KEYS.join(", ")
+                    ),
+                );
+                known.remove(key);
+            }
+            // A value of the wrong type is named at its own key.
+            let mut bad = false;
+            for (key, v) in &known {
+                let one = toml::Table::from_iter([(key.clone(), v.clone())]);
+                if let Err(e) = RawTracker::deserialize_from(toml::Value::Table(one)) {
+                    cx.err(
+                        &[Key("tracker"), Name(key.clone())],
+                        e.message().trim().to_owned(),
+                    );
+                    bad = true;
+                }
+            }
+            if bad {
                 return spec;
             }
-        },
+            match RawTracker::deserialize_from(toml::Value::Table(known)) {
+                Ok(r) => r,
+                Err(e) => {
+                    cx.err(&[Key("tracker")], e.message().trim().to_owned());
+                    return spec;
+                }
+            }
+        }
         Some(other) => {
             cx.err(&[Key("tracker")], format!("expected \"embedded\", \"container\", a ws:// URL or a [tracker] table, found {}", other.type_str()));
             return spec;
@@ -691,9 +744,7 @@ fn selection(cx: &mut Ctx<'_>, path: &[Seg], text: &str, groups: &[Group]) -> Op
     })
 }
 
-const RESERVED_ACTIONS: &[(&str, &str)] = &[("hidden_service_request", "hidden services")];
-
-const ACTIONS: &str = "join, leave, crash, rejoin, send, broadcast, send_file, relay_send, onion_send, partition, heal or tracker_restart";
+const ACTIONS: &str = "join, leave, crash, rejoin, send, broadcast, send_file, relay_send, onion_send, hidden_service_request, partition, heal or tracker_restart";
 
 fn resolve_step(
     cx: &mut Ctx<'_>,
@@ -708,13 +759,6 @@ fn resolve_step(
         cx.err(&base, format!("missing key `action`: {ACTIONS}"));
         return None;
     };
-    if let Some((_, what)) = RESERVED_ACTIONS.iter().find(|(a, _)| *a == action) {
-        cx.err(
-            &at("action"),
-            format!("action {action:?} is not supported yet: it needs the {what} issue"),
-        );
-        return None;
-    }
     let allowed: &[&str] = match action {
         "join" | "leave" | "crash" | "rejoin" => &["peers", "spread"],
         "send" => &["from", "to", "count", "interval", "size", "content"],
@@ -737,6 +781,19 @@ fn resolve_step(
         "onion_send" => &[
             "from", "to", "through", "hops", "count", "interval", "size", "content", "ttl",
         ],
+        "hidden_service_request" => &[
+            "from",
+            "entry",
+            "master",
+            "service",
+            "min_hops",
+            "response_delay",
+            "fixed_packet_bytes",
+            "count",
+            "interval",
+            "size",
+            "content",
+        ],
         other => {
             cx.err(
                 &at("action"),
@@ -745,7 +802,7 @@ fn resolve_step(
             return None;
         }
     };
-    let present: [(&'static str, bool); 16] = [
+    let present: [(&'static str, bool); 21] = [
         ("peers", s.peers.is_some()),
         ("spread", s.spread.is_some()),
         ("from", s.from.is_some()),
@@ -762,6 +819,11 @@ fn resolve_step(
         ("format", s.format.is_some()),
         ("ttl", s.ttl.is_some()),
         ("service", s.service.is_some()),
+        ("entry", s.entry.is_some()),
+        ("master", s.master.is_some()),
+        ("min_hops", s.min_hops.is_some()),
+        ("response_delay", s.response_delay.is_some()),
+        ("fixed_packet_bytes", s.fixed_packet_bytes.is_some()),
     ];
     for (k, is) in present {
         if is && !allowed.contains(&k) {
@@ -959,6 +1021,65 @@ fn resolve_step(
                 format,
             }
         }
+        "hidden_service_request" => {
+            let from = need_sel(cx, "from", &s.from)?;
+            let one = |cx: &mut Ctx<'_>, key: &'static str, v: &Option<String>| -> Option<usize> {
+                let sel = need_sel(cx, key, v)?;
+                if sel.peers.len() != 1 {
+                    cx.err(&at(key), format!("{key} names one peer, e.g. {key} = \"{key}[0]\"; this is {} peers", sel.peers.len()));
+                    return None;
+                }
+                Some(sel.peers[0])
+            };
+            let entry = one(cx, "entry", &s.entry)?;
+            let master = one(cx, "master", &s.master)?;
+            if entry == master {
+                cx.err(&at("master"), "the entry and the master must be different peers");
+            }
+            if from.peers.iter().all(|p| *p == entry || *p == master) {
+                cx.err(&at("from"), "no client: every peer of `from` is the entry or the master");
+            }
+            let min_hops = s.min_hops.unwrap_or(3);
+            if !(1..=8).contains(&min_hops) {
+                cx.err(&at("min_hops"), "expected 1 to 8 hops (the entry caps what clients ask for at 8)");
+            }
+            let response_delay = match &s.response_delay {
+                None => (Duration::from_secs(1), Duration::from_secs(5)),
+                Some(v) if v.len() == 2 => {
+                    let lo = cx.duration(&at("response_delay"), &Some(v[0].clone()), Duration::ZERO);
+                    let hi = cx.duration(&at("response_delay"), &Some(v[1].clone()), Duration::ZERO);
+                    if lo > hi {
+                        cx.err(&at("response_delay"), "expected [min, max] with min <= max, e.g. [\"1s\", \"5s\"]");
+                    }
+                    (lo, hi)
+                }
+                Some(_) => {
+                    cx.err(&at("response_delay"), "expected [min, max], e.g. response_delay = [\"1s\", \"5s\"] (GhostMesh's default)");
+                    (Duration::from_secs(1), Duration::from_secs(5))
+                }
+            };
+            let fixed_packet_bytes = match s.fixed_packet_bytes {
+                None => None,
+                Some(n) if (256..=1 << 20).contains(&n) => Some(n as usize),
+                Some(_) => {
+                    cx.err(&at("fixed_packet_bytes"), "expected 256 to 1048576 characters, e.g. 4096");
+                    None
+                }
+            };
+            Action::HiddenRequest {
+                from,
+                entry,
+                master,
+                service: s.service.clone().unwrap_or_else(|| "echo".into()),
+                min_hops,
+                count,
+                interval,
+                size,
+                content,
+                response_delay,
+                fixed_packet_bytes,
+            }
+        }
         "relay_send" | "onion_send" => {
             let from = need_sel(cx, "from", &s.from)?;
             let to = need_sel(cx, "to", &s.to)?;
@@ -1037,20 +1158,22 @@ fn resolve_step(
     })
 }
 
-fn resolve_assert(cx: &mut Ctx<'_>, i: usize, a: &RawAssert, steps: &[Step]) -> Option<Assertion> {
+const ASSERT_KINDS: &str =
+    "delivery_ratio, latency, bytes, discovered, throughput, hops, hop_bytes, tracker_peers or delay_padding";
+
+fn resolve_assert(
+    cx: &mut Ctx<'_>,
+    i: usize,
+    a: &RawAssert,
+    steps: &[Step],
+    duration: Duration,
+) -> Option<Assertion> {
     let base = [Key("assert"), Idx(i)];
     let at = |k| [Key("assert"), Idx(i), Key(k)];
     let Some(kind) = a.kind.as_deref() else {
-        cx.err(
-            &base,
-            "missing key `kind`: delivery_ratio, latency, bytes, discovered, throughput, hops or hop_bytes",
-        );
+        cx.err(&base, format!("missing key `kind`: {ASSERT_KINDS}"));
         return None;
     };
-    if kind == "delay_padding" {
-        cx.err(&at("kind"), "assertion kind \"delay_padding\" is not supported yet: it needs the hidden-services issue");
-        return None;
-    }
     let allowed: &[&str] = match kind {
         "delivery_ratio" => &["step", "min", "max", "within", "measure"],
         "latency" => &["step", "percentile", "max", "measure"],
@@ -1059,12 +1182,17 @@ fn resolve_assert(cx: &mut Ctx<'_>, i: usize, a: &RawAssert, steps: &[Step]) -> 
         "throughput" => &["step", "min"],
         "hops" => &["step", "min", "max"],
         "hop_bytes" => &["step", "hop", "min", "max"],
+        "tracker_peers" => &["at", "min", "max"],
+        "delay_padding" => &["step", "min", "max"],
         other => {
-            cx.err(&at("kind"), format!("unknown assertion kind {other:?}: expected delivery_ratio, latency, bytes, discovered, throughput, hops or hop_bytes"));
+            cx.err(
+                &at("kind"),
+                format!("unknown assertion kind {other:?}: expected {ASSERT_KINDS}"),
+            );
             return None;
         }
     };
-    let present: [(&'static str, bool); 9] = [
+    let present: [(&'static str, bool); 10] = [
         ("step", a.step.is_some()),
         ("min", a.min.is_some()),
         ("max", a.max.is_some()),
@@ -1074,6 +1202,7 @@ fn resolve_assert(cx: &mut Ctx<'_>, i: usize, a: &RawAssert, steps: &[Step]) -> 
         ("min_links", a.min_links.is_some()),
         ("measure", a.measure.is_some()),
         ("hop", a.hop.is_some()),
+        ("at", a.at.is_some()),
     ];
     for (k, is) in present {
         if is && !allowed.contains(&k) {
@@ -1127,7 +1256,7 @@ fn resolve_assert(cx: &mut Ctx<'_>, i: usize, a: &RawAssert, steps: &[Step]) -> 
         }
     };
     let count_bound =
-        |cx: &mut Ctx<'_>, key: &'static str, v: &Option<toml::Value>| -> Option<u64> {
+        |cx: &mut Ctx<'_>, key: &'static str, v: &Option<toml::Value>, what: &str| -> Option<u64> {
             match v {
                 None => None,
                 Some(toml::Value::Integer(n)) if *n >= 0 => Some(*n as u64),
@@ -1135,7 +1264,7 @@ fn resolve_assert(cx: &mut Ctx<'_>, i: usize, a: &RawAssert, steps: &[Step]) -> 
                     cx.err(
                         &at(key),
                         format!(
-                            "expected a whole number of relays, found {}",
+                            "expected a whole number of {what}, found {}",
                             other.type_str()
                         ),
                     );
@@ -1164,9 +1293,36 @@ fn resolve_assert(cx: &mut Ctx<'_>, i: usize, a: &RawAssert, steps: &[Step]) -> 
             within: cx.duration(&at("within"), &a.within, Duration::from_secs(10)),
             measure,
         },
+        "delay_padding" => {
+            let dur = |cx: &mut Ctx<'_>, key: &'static str, v: &Option<toml::Value>| -> Option<Duration> {
+                match v {
+                    None => None,
+                    Some(toml::Value::String(t)) => Some(cx.duration(&at(key), &Some(t.clone()), Duration::ZERO)),
+                    Some(other) => {
+                        cx.err(&at(key), format!("expected a duration like \"1s\", found {}", other.type_str()));
+                        None
+                    }
+                }
+            };
+            let (min, max) = (dur(cx, "min", &a.min), dur(cx, "max", &a.max));
+            if min.is_none() && max.is_none() {
+                cx.err(&base, "a delay_padding assertion needs `min`, `max` or both (bounds on each round trip)");
+            }
+            if let Some(st) = &a.step
+                && let Some(s) = steps.iter().find(|s| &s.name == st)
+                && !matches!(s.action, Action::HiddenRequest { .. })
+            {
+                cx.err(&at("step"), format!("step {st:?} makes no hidden-service requests: name a hidden_service_request step"));
+            }
+            AssertKind::DelayPadding {
+                step: a.step.clone(),
+                min,
+                max,
+            }
+        }
         "hops" => {
-            let min = count_bound(cx, "min", &a.min);
-            let max = count_bound(cx, "max", &a.max);
+            let min = count_bound(cx, "min", &a.min, "relays");
+            let max = count_bound(cx, "max", &a.max, "relays");
             if min.is_none() && max.is_none() {
                 cx.err(
                     &base,
@@ -1178,6 +1334,33 @@ fn resolve_assert(cx: &mut Ctx<'_>, i: usize, a: &RawAssert, steps: &[Step]) -> 
                 min,
                 max,
             }
+        }
+        "tracker_peers" => {
+            let min = count_bound(cx, "min", &a.min, "peers");
+            let max = count_bound(cx, "max", &a.max, "peers");
+            if a.min.is_none() && a.max.is_none() {
+                cx.err(
+                    &base,
+                    "a tracker_peers assertion needs `min`, `max` or both (peers in the swarm)",
+                );
+            }
+            let when = match &a.at {
+                Some(t) => cx.duration(&at("at"), &Some(t.clone()), Duration::ZERO),
+                None => {
+                    cx.err(
+                        &base,
+                        "missing key `at`: when the tracker's swarm is counted, e.g. at = \"15s\"",
+                    );
+                    Duration::ZERO
+                }
+            };
+            if when > duration {
+                cx.err(
+                    &at("at"),
+                    "the run ends before `at`: make `duration` longer or `at` earlier",
+                );
+            }
+            AssertKind::TrackerPeers { at: when, min, max }
         }
         "hop_bytes" => {
             let min = a.min.as_ref().and_then(|v| cx.size_value(&at("min"), v));

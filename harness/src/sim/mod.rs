@@ -16,6 +16,7 @@
 
 mod files;
 mod fnv;
+mod hidden;
 mod routed;
 
 use std::cmp::Reverse;
@@ -81,6 +82,10 @@ enum Ev {
     LinkBinary(u32, u32, u64, Vec<u8>),
     /// The sender of file `usize` may send its next piece.
     FileTick(usize),
+    /// Count the tracker's swarm for `tracker_peers` assertion `usize`.
+    TrackerSample(usize),
+    /// A hidden-service entry's held answer is due.
+    HiddenReply(u64),
 }
 
 #[derive(Debug)]
@@ -155,6 +160,11 @@ pub struct Sim<'a> {
     file_ids: HashMap<String, usize>,
     circuits: HashMap<String, routed::Circuit>,
     route_requests: HashMap<String, usize>,
+    /// Hidden-service forwards awaiting the master, by the entry's routed request id.
+    hidden_entry: HashMap<String, hidden::AtEntry>,
+    /// Answers entries hold for their delay.
+    held: HashMap<u64, hidden::Held>,
+    next_held: u64,
 }
 
 fn core_config(sc: &Scenario) -> CoreConfig {
@@ -221,6 +231,9 @@ impl<'a> Sim<'a> {
             file_ids: HashMap::new(),
             circuits: HashMap::new(),
             route_requests: HashMap::new(),
+            hidden_entry: HashMap::new(),
+            held: HashMap::new(),
+            next_held: 0,
         };
         for (i, p) in sim.peers.iter().enumerate() {
             sim.by_hex.insert(p.identity.peer_id.to_hex(), i as u32);
@@ -228,6 +241,11 @@ impl<'a> Sim<'a> {
         sim.at(0, Ev::TrackerSweep(0));
         for (i, s) in sc.steps.iter().enumerate() {
             sim.at(nanos(s.at), Ev::StepFire(i));
+        }
+        for (i, a) in sc.asserts.iter().enumerate() {
+            if let crate::scenario::AssertKind::TrackerPeers { at, .. } = a.kind {
+                sim.at(nanos(at), Ev::TrackerSample(i));
+            }
         }
         sim
     }
@@ -344,6 +362,8 @@ impl<'a> Sim<'a> {
                 .u64(*g)
                 .bytes(d),
             Ev::FileTick(f) => tr.tag(18).u64(*f as u64),
+            Ev::TrackerSample(a) => tr.tag(19).u64(*a as u64),
+            Ev::HiddenReply(k) => tr.tag(20).u64(*k),
         };
     }
 
@@ -356,6 +376,11 @@ impl<'a> Sim<'a> {
                 PeerOp::Crash => self.stop_peer(p, true),
             },
             Ev::SendTick(i) => self.send_tick(i),
+            Ev::TrackerSample(a) => {
+                // One swarm per run: the tracker's peers are the scenario's (none while down).
+                let n = self.tracker.as_ref().map_or(0, |c| c.stats().peers);
+                self.rec.tracker_samples.push((a, Ok(n as u64)));
+            }
             Ev::TrackerUp => {
                 self.tracker = Some(TrackerCore::new(core_config(self.sc)));
                 self.at(self.now, Ev::TrackerSweep(self.epoch));
@@ -459,6 +484,7 @@ impl<'a> Sim<'a> {
                 }
             }
             Ev::FileTick(f) => self.file_tick(f),
+            Ev::HiddenReply(k) => self.hidden_reply(k),
             Ev::LinkDown(p, q, lgen) => {
                 let peer = &mut self.peers[p as usize];
                 if peer.links.get(&q) == Some(&lgen) {
@@ -527,7 +553,8 @@ impl<'a> Sim<'a> {
             Action::Send { .. }
             | Action::Broadcast { .. }
             | Action::SendFile { .. }
-            | Action::Routed { .. } => self.send_tick(i),
+            | Action::Routed { .. }
+            | Action::HiddenRequest { .. } => self.send_tick(i),
             Action::Partition { sides } => {
                 let mut v = vec![None; self.sc.groups.len()];
                 for (s, groups) in sides.iter().enumerate() {
@@ -901,6 +928,10 @@ impl<'a> Sim<'a> {
                         self.on_onion_packet(p, peer, v);
                         return;
                     }
+                    if ghostmesh::hidden::packet::kind(v) == Some(ghostmesh::hidden::packet::REQUEST) {
+                        self.on_hidden_request(p, peer, handle, v);
+                        return;
+                    }
                 }
                 if let Some(id) = payload::id_of(&payload)
                     && let Some(m) = self.rec.messages.get_mut(id)
@@ -958,12 +989,15 @@ impl<'a> Sim<'a> {
         }
         | Action::Routed {
             count, interval, ..
+        }
+        | Action::HiddenRequest {
+            count, interval, ..
         } = &step.action
         {
-            if matches!(step.action, Action::SendFile { .. }) {
-                self.file_round(i);
-            } else {
-                self.routed_round(i);
+            match step.action {
+                Action::SendFile { .. } => self.file_round(i),
+                Action::HiddenRequest { .. } => self.hidden_round(i),
+                _ => self.routed_round(i),
             }
             self.send_round[i] += 1;
             if self.send_round[i] < *count {
