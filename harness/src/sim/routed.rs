@@ -25,7 +25,7 @@ pub(super) struct Circuit {
 }
 
 impl Sim<'_> {
-    fn hex(&self, p: u32) -> String {
+    pub(super) fn hex(&self, p: u32) -> String {
         self.peers[p as usize].identity.peer_id.to_hex()
     }
 
@@ -242,12 +242,19 @@ impl Sim<'_> {
                             return self.onion_drop(p, &circuit, "no link to the reply route");
                         };
                         let me = self.hex(p);
-                        let resp = packet::route_response(
-                            &circuit,
-                            request,
-                            &me,
-                            &Payload::Text("ack".into()),
-                        );
+                        // A hidden-service request gets the master's answer; anything else
+                        // an acknowledgement.
+                        let answer = match &inner {
+                            Some(Payload::Json(h))
+                                if ghostmesh::hidden::packet::kind(h)
+                                    == Some(ghostmesh::hidden::packet::REQUEST) =>
+                            {
+                                let h = h.clone();
+                                self.hidden_answer(p, &h)
+                            }
+                            _ => Payload::Text("ack".into()),
+                        };
+                        let resp = packet::route_response(&circuit, request, &me, &answer);
                         let packet = packet::wrap(&circuit, &reply_route, &Payload::Json(resp));
                         if let Some(c) = self.circuits.get_mut(&circuit) {
                             c.answering = true;
@@ -262,6 +269,9 @@ impl Sim<'_> {
                             .get("requestId")
                             .and_then(Value::as_str)
                             .unwrap_or_default();
+                        if self.on_hidden_response(p, request, &b) {
+                            return;
+                        }
                         if let Some(&id) = self.route_requests.get(request)
                             && self.rec.messages[id].from == p as usize
                             && self.rec.messages[id].acked_at.is_none()
