@@ -63,6 +63,15 @@ fn ms(d: std::time::Duration) -> u64 {
 }
 
 impl Sim<'_> {
+    /// The record a hidden-service packet belongs to: the harness names requests by record.
+    fn hidden_rec(&self, v: &Value) -> Option<usize> {
+        v.get("requestId")
+            .and_then(Value::as_str)
+            .and_then(|r| u64::from_str_radix(r, 16).ok())
+            .map(|r| r as usize)
+            .filter(|&r| r < self.rec.messages.len())
+    }
+
     /// One round of a `hidden_service_request` step: every up peer of `from` calls.
     pub(super) fn hidden_round(&mut self, i: usize) {
         let sc = self.sc;
@@ -131,13 +140,7 @@ impl Sim<'_> {
 
     /// A `hidden-service-request` reached `p` (the entry) from `from`.
     pub(super) fn on_hidden_request(&mut self, p: u32, from: u32, handle: MessageHandle<u32>, v: &Value) {
-        let rec = v
-            .get("requestId")
-            .and_then(Value::as_str)
-            .and_then(|r| u64::from_str_radix(r, 16).ok())
-            .map(|r| r as usize)
-            .filter(|&r| r < self.rec.messages.len());
-        let Some(rec) = rec else { return };
+        let Some(rec) = self.hidden_rec(v) else { return };
         let sc = self.sc;
         let Action::HiddenRequest {
             entry,
@@ -203,12 +206,7 @@ impl Sim<'_> {
     /// The master `p` answers a hidden-service request delivered to it: the request is
     /// delivered (for the records), and the answer is a response of the real size.
     pub(super) fn hidden_answer(&mut self, p: u32, v: &Value) -> Payload {
-        let rec = v
-            .get("requestId")
-            .and_then(Value::as_str)
-            .and_then(|r| u64::from_str_radix(r, 16).ok())
-            .map(|r| r as usize)
-            .filter(|&r| r < self.rec.messages.len());
+        let rec = self.hidden_rec(v);
         let mut fixed = None;
         if let Some(rec) = rec {
             let m = &mut self.rec.messages[rec];
