@@ -111,6 +111,9 @@ enum BenchCmd {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Load a WebTorrent tracker (embedded, or --url) on aquatic_ws_load_test's method, or
+    /// measure its memory per idle connection (--idle).
+    Tracker(Box<crate::load::args::TrackerArgs>),
 }
 
 fn backend_of(b: Option<BackendArg>) -> Option<Backend> {
@@ -173,6 +176,9 @@ pub fn main() -> i32 {
                 EXIT_RUNTIME
             }
         },
+        Cmd::Bench {
+            what: BenchCmd::Tracker(args),
+        } => crate::load::args::main(&args),
         Cmd::Run {
             file,
             backend,

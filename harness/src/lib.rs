@@ -14,6 +14,7 @@ pub mod cli;
 pub mod container;
 pub mod filedata;
 pub mod live;
+pub mod load;
 pub mod payload;
 pub mod record;
 pub mod report;

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+use super::follower::HashFollower;
 use super::packet::{Offer, Packet};
 use super::session::{Direction, Info, State};
 use super::transfers::{FileMsg, Key, Transfers};
@@ -24,10 +25,10 @@ pub(super) struct Incoming {
     pub(super) ended: bool,
     pub(super) sha256: Option<String>,
     pub(super) verifying: bool,
-    /// SHA-256 of the bytes below `hashed`, fed as in-order data arrives (only when the sender
-    /// is expected to give a hash: Rust senders always do, GhostMesh never does).
-    pub(super) hasher: Option<Sha256>,
-    pub(super) hashed: u64,
+    /// The SHA-256 of the bytes stored in order so far, computed off the core's task (only
+    /// when the sender is expected to give a hash: Rust senders always do, GhostMesh never
+    /// does).
+    pub(super) follower: Option<HashFollower>,
 }
 
 impl Transfers {
@@ -117,7 +118,7 @@ impl Transfers {
             .tempfile_in(&dir)
             .map(tempfile::NamedTempFile::into_parts);
         let (file, temp) = match temp {
-            Ok(parts) => parts,
+            Ok((file, temp)) => (std::sync::Arc::new(file), temp),
             Err(e) => {
                 let reason = format!("receiver cannot store the file: {e}");
                 return self.refuse(peer, &offer.transfer_id, reason);
@@ -139,7 +140,7 @@ impl Transfers {
             bytes: 0,
             ranges: RangeSet::new(),
             error: None,
-            file: Some(std::sync::Arc::new(file)),
+            file: Some(file.clone()),
             temp: Some(temp),
             fast_window: None,
             acked: 0,
@@ -152,7 +153,13 @@ impl Transfers {
                 transfer_id: offer.transfer_id.clone(),
                 window: self.cfg.fast_window,
             };
-            self.push_packet(peer, &accept);
+            // Plus the frame size we ask for (an extension of the extension: senders from
+            // before it ignore it and send 64 KiB frames, which we take as well).
+            let mut json = accept.to_json();
+            if let Some(m) = json.as_object_mut() {
+                m.insert("frame".into(), self.cfg.fast_frame_bytes.into());
+            }
+            self.push_json(peer, json);
         }
         self.incoming.insert(
             key,
@@ -163,10 +170,9 @@ impl Transfers {
                 acked: 0,
                 pinged: now,
                 ended: false,
-                hasher: (offer.fast || offer.sha256.is_some()).then(Sha256::new),
+                follower: (offer.fast || offer.sha256.is_some()).then(|| HashFollower::start(file)),
                 sha256: offer.sha256,
                 verifying: false,
-                hashed: 0,
             },
         );
         Some(session)
@@ -196,34 +202,30 @@ impl Transfers {
         let end = offset.checked_add(data.len() as u64);
         let result = match end {
             Some(end) if end <= size => {
-                let mut st = inc.session.state();
-                match st.file.as_deref() {
-                    Some(file) => {
-                        use std::os::unix::fs::FileExt;
-                        match file.write_all_at(data, offset) {
-                            Ok(()) => {
-                                if let Some(h) = inc.hasher.as_mut() {
-                                    if offset <= inc.hashed && inc.hashed < end {
-                                        h.update(&data[(inc.hashed - offset) as usize..]);
-                                        inc.hashed = end;
-                                    }
-                                }
-                                st.ranges.insert(offset, end);
-                                st.bytes = st.ranges.covered();
-                                if st.ranges.fragments() > self.cfg.max_fragments {
-                                    Err(FileError::Limit(format!(
-                                        "more than {} separate byte ranges",
-                                        self.cfg.max_fragments
-                                    )))
-                                } else {
-                                    Ok(st.bytes)
-                                }
-                            }
-                            Err(e) => Err(FileError::Io(e.to_string())),
+                // Written without holding the session's lock (readers and waiters take it).
+                let Some(file) = inc.session.state().file.clone() else {
+                    // Finished already (canceled locally, say): ignore.
+                    return;
+                };
+                use std::os::unix::fs::FileExt;
+                match file.write_all_at(data, offset) {
+                    Ok(()) => {
+                        let mut st = inc.session.state();
+                        st.ranges.insert(offset, end);
+                        st.bytes = st.ranges.covered();
+                        if let Some(f) = inc.follower.as_mut() {
+                            f.advance(st.ranges.contiguous_from(0));
+                        }
+                        if st.ranges.fragments() > self.cfg.max_fragments {
+                            Err(FileError::Limit(format!(
+                                "more than {} separate byte ranges",
+                                self.cfg.max_fragments
+                            )))
+                        } else {
+                            Ok(st.bytes)
                         }
                     }
-                    // Finished already (canceled locally, say): ignore.
-                    None => return,
+                    Err(e) => Err(FileError::Io(e.to_string())),
                 }
             }
             _ => Err(FileError::Protocol(format!(
@@ -281,23 +283,17 @@ impl Transfers {
                 }
             }
             Some(expected) => {
-                let (hasher, hashed) = match inc.hasher.take() {
-                    Some(h) => (h, inc.hashed),
-                    None => (Sha256::new(), 0),
-                };
-                if hashed == size {
-                    // Every byte was hashed on arrival: decide now.
-                    let ok = hex(&hasher.finalize()) == expected;
-                    let session = inc.session.clone();
-                    verdict(&session, ok, &expected);
-                    self.on_verified(key.0.clone(), key.1.clone(), ok);
-                    return;
-                }
-                // Hash the rest from the file, off the core's thread.
+                // Take the hash back from the follower and hash what it has not reached,
+                // off the core's thread.
                 inc.verifying = true;
+                let follower = inc.follower.take();
                 let session = inc.session.clone();
                 let (tx, peer, id) = (self.tx.clone(), key.0.clone(), key.1.clone());
                 tokio::spawn(async move {
+                    let (hasher, hashed) = match follower {
+                        Some(f) => f.finish().await,
+                        None => (Sha256::new(), 0),
+                    };
                     let file = session.state().file.clone();
                     let hashed = tokio::task::spawn_blocking(move || {
                         hash_file(hasher, file.as_deref(), hashed, size)

@@ -26,6 +26,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::io::AsyncRead;
 
+mod follower;
 mod incoming;
 mod outbox;
 pub mod packet;
@@ -42,6 +43,11 @@ pub use session::{Direction, FileEvent, FileReader, FileSession, FileStatus};
 pub const DEFAULT_CHUNK_SIZE: u64 = 12 * 1024;
 /// GhostMesh's smallest chunk size.
 pub const MIN_CHUNK_SIZE: u64 = 1024;
+/// Default payload bytes per fast-path frame ([`FileConfig::fast_frame_bytes`]).
+pub const DEFAULT_FAST_FRAME_BYTES: u64 = 240 << 10;
+/// Fast-path frame payload toward a receiver whose `file-accept` names no size (receivers
+/// from before the size was negotiated).
+pub(crate) const LEGACY_FAST_FRAME_BYTES: u64 = 64 << 10;
 /// A range request covers at most this many chunks (GhostMesh's streaming window).
 pub const MAX_RANGE_CHUNKS: u64 = 8;
 /// Range requests of one peer being read from disk at once; more are dropped and counted.
@@ -143,7 +149,16 @@ pub struct FileConfig {
     pub temp_dir: Option<PathBuf>,
     /// Bytes a fast-path sender may have unacknowledged. Default 16 MiB.
     pub fast_window: u64,
-    /// Payload bytes per fast-path frame. Default 64 KiB.
+    /// Payload bytes per fast-path frame, as a sender, and the most a receiver asks for (in
+    /// `file-accept`; the sender uses the smaller of its own and the receiver's, and 64 KiB
+    /// toward receivers that do not say, as before this setting was negotiated). Each frame
+    /// is one link message of this many bytes plus a header (30 bytes, at most 78), so keep it
+    /// that much below the links' largest message ([`WebRtcConfig::max_message_size`] and
+    /// the memory links' `max_frame_bytes`, both 256 KiB by default). Default 240 KiB: one
+    /// frame per 240 KiB instead of four at 64 KiB, so a quarter of the per-frame work
+    /// (task hand-offs, link messages, progress updates) for the same bytes.
+    ///
+    /// [`WebRtcConfig::max_message_size`]: crate::transport::webrtc::WebRtcConfig::max_message_size
     pub fast_frame_bytes: u64,
     /// Most separate byte ranges an incoming transfer may have (a sender scattering tiny
     /// chunks fails). Default 65536.
@@ -166,7 +181,7 @@ impl Default for FileConfig {
             idle_timeout: Duration::from_secs(60),
             temp_dir: None,
             fast_window: 16 << 20,
-            fast_frame_bytes: 64 << 10,
+            fast_frame_bytes: DEFAULT_FAST_FRAME_BYTES,
             max_fragments: 65536,
             max_outbox_bytes: 8 << 20,
         }

@@ -4,6 +4,9 @@
 //! Extensions, ignored by GhostMesh (it reads named fields only): `sha256` on `file-offer` and
 //! `file-end`, `fast` on `file-offer`; and two packets only ever sent to a peer whose offer
 //! carried `fast` (so a JavaScript peer never sees them): `file-accept` and `file-ack`.
+//! A `file-accept` from this crate also carries `frame`, the largest fast-path frame payload
+//! the receiver asks for (read from the JSON by the sender; receivers without it get 64 KiB
+//! frames).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;

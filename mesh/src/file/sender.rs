@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::packet::{self, Offer, Packet};
 use super::session::{Control, Direction, RandomAccess};
 use super::transfers::{FileMsg, hex};
-use super::{FileError, FileSession, FileStatus};
+use super::{FileError, FileSession, FileStatus, MIN_CHUNK_SIZE};
 use crate::transport::Frame;
 use crate::wire::{MAX_CHUNK_UNITS, MsgId, Payload, encode_chunks};
 
@@ -22,6 +22,21 @@ pub(crate) enum Reader {
 }
 
 impl Reader {
+    /// Appends the `len` bytes at `offset` (the next ones, for files and streams) to `out`,
+    /// without zero-filling the room first.
+    async fn append(&mut self, offset: u64, len: usize, out: &mut Vec<u8>) -> std::io::Result<()> {
+        let short = || std::io::Error::other("source shorter than its size");
+        match self {
+            Reader::Bytes(b) => {
+                let s = offset as usize;
+                out.extend_from_slice(b.get(s..s + len).ok_or_else(short)?);
+                Ok(())
+            }
+            Reader::File(f) => append_from(f, len, out).await,
+            Reader::Stream(r) => append_from(r, len, out).await,
+        }
+    }
+
     async fn read_exact(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
         match self {
             Reader::Bytes(b) => {
@@ -37,6 +52,26 @@ impl Reader {
         }
     }
 }
+
+/// Appends exactly `len` bytes read from `r` to `out` (reads into the spare capacity).
+async fn append_from<R>(r: &mut R, len: usize, out: &mut Vec<u8>) -> std::io::Result<()>
+where
+    R: tokio::io::AsyncRead + Unpin + ?Sized,
+{
+    out.reserve_exact(len);
+    let end = out.len() + len;
+    while out.len() < end {
+        let want = end - out.len();
+        let n = (&mut *r).take(want as u64).read_buf(out).await?;
+        if n == 0 {
+            return Err(std::io::Error::other("source shorter than its size"));
+        }
+    }
+    Ok(())
+}
+
+/// Fast-path frames at least this large are hashed off the runtime's worker threads.
+const BLOCKING_HASH_BYTES: usize = 64 << 10;
 
 /// Settings of one send.
 pub(crate) struct Plan {
@@ -56,6 +91,16 @@ impl Sender {
     /// Hands frames to the core (waits while the peer's outbox is full); `false` when the
     /// peer or the transfer is gone (the core ended it: canceled, timed out).
     async fn out(&mut self, frames: Vec<Frame>) -> bool {
+        match self.hand_over(frames).await {
+            Some(rx) => rx.await.unwrap_or(false),
+            None => false,
+        }
+    }
+
+    /// Gives frames to the core without waiting for them to be queued: the answer comes
+    /// on the returned receiver (`None`: the core is gone). Lets the next frame be read and
+    /// hashed while the core queues this one.
+    async fn hand_over(&mut self, frames: Vec<Frame>) -> Option<oneshot::Receiver<bool>> {
         let (reply, rx) = oneshot::channel();
         let msg = FileMsg::Out {
             peer: self.session.peer_id().to_owned(),
@@ -63,16 +108,22 @@ impl Sender {
             frames,
             reply,
         };
-        if self.tx.send(msg).await.is_err() {
-            return false;
-        }
-        rx.await.unwrap_or(false)
+        self.tx.send(msg).await.ok().map(|()| rx)
     }
 
     async fn packet(&mut self, p: &Packet) -> bool {
         let id = MsgId::p2pt(self.rng.next_u32());
         let frames = encode_chunks(&id, &Payload::Json(p.to_json()), MAX_CHUNK_UNITS);
         self.out(frames.into_iter().map(Frame::Text).collect()).await
+    }
+
+    /// The bytes below `sent` are queued for the peer.
+    fn progress(&self, sent: u64) {
+        self.session.state().bytes = sent;
+        self.session.changed(Some(super::FileEvent::Progress {
+            bytes: sent,
+            total: self.session.size(),
+        }));
     }
 
     async fn done(&self) {
@@ -156,6 +207,9 @@ pub(crate) async fn run(session: FileSession, mut reader: Reader, plan: Plan, tx
     let mut hasher = upfront.is_none().then(Sha256::new);
     let mut offset = 0u64;
     let mut buf = Vec::new();
+    // The previous frames, handed to the core: (where they end, the core's answer). One
+    // batch in flight at a time keeps the order and the outbox's bounds.
+    let mut in_flight: Option<(u64, oneshot::Receiver<bool>)> = None;
     // GhostMesh sends one (empty) chunk for an empty file; so do we.
     let mut first = true;
     while offset < size || first {
@@ -164,29 +218,51 @@ pub(crate) async fn run(session: FileSession, mut reader: Reader, plan: Plan, tx
         if s.session.wait(|st| st.status == FileStatus::Active).await.is_err() {
             return s.done().await;
         }
-        let window = s.session.state().fast_window;
-        if let Some(window) = window {
+        let grant = s.session.state().fast_window;
+        if let Some(grant) = grant {
             let sent = offset;
             let waited = s
                 .session
-                .wait(|st| st.status == FileStatus::Active && sent.saturating_sub(st.acked) < window)
+                .wait(|st| st.status == FileStatus::Active && sent.saturating_sub(st.acked) < grant.window)
                 .await;
             if waited.is_err() {
                 return s.done().await;
             }
         }
-        let piece = if window.is_some() { plan.fast_frame_bytes } else { chunk_size };
+        let piece = match grant {
+            Some(g) => plan.fast_frame_bytes.min(g.frame).max(MIN_CHUNK_SIZE),
+            None => chunk_size,
+        };
         let len = piece.min(size - offset) as usize;
-        let frames = if window.is_some() {
+        let frames = if grant.is_some() {
             // Read straight into the frame, after its header.
             let mut frame = packet::encode_fast(&id, offset, &[]);
             let header = frame.len();
-            frame.resize(header + len, 0);
-            if let Err(e) = reader.read_exact(offset, &mut frame[header..]).await {
+            if let Err(e) = reader.append(offset, len, &mut frame).await {
                 return s.fail(FileError::Io(format!("reading the source: {e}"))).await;
             }
-            if let Some(h) = hasher.as_mut() {
-                h.update(&frame[header..]);
+            match hasher.take() {
+                // A large frame is hashed on the blocking pool (the frame goes there and
+                // back, no copy), so the runtime's workers keep driving the links meanwhile.
+                Some(mut h) if len >= BLOCKING_HASH_BYTES => {
+                    let hashed = tokio::task::spawn_blocking(move || {
+                        h.update(&frame[header..]);
+                        (h, frame)
+                    })
+                    .await;
+                    match hashed {
+                        Ok((h, f)) => {
+                            hasher = Some(h);
+                            frame = f;
+                        }
+                        Err(e) => return s.fail(FileError::Io(format!("hashing: {e}"))).await,
+                    }
+                }
+                Some(mut h) => {
+                    h.update(&frame[header..]);
+                    hasher = Some(h);
+                }
+                None => {}
             }
             vec![Frame::Binary(frame)]
         } else {
@@ -209,17 +285,23 @@ pub(crate) async fn run(session: FileSession, mut reader: Reader, plan: Plan, tx
                 .map(Frame::Text)
                 .collect()
         };
-        if !s.out(frames).await {
-            return s.fail(FileError::PeerClosed).await;
+        if let Some((end, rx)) = in_flight.take() {
+            if !rx.await.unwrap_or(false) {
+                return s.fail(FileError::PeerClosed).await;
+            }
+            s.progress(end);
         }
         offset += len as u64;
-        {
-            s.session.state().bytes = offset;
+        match s.hand_over(frames).await {
+            Some(rx) => in_flight = Some((offset, rx)),
+            None => return s.fail(FileError::PeerClosed).await,
         }
-        s.session.changed(Some(super::FileEvent::Progress {
-            bytes: offset,
-            total: size,
-        }));
+    }
+    if let Some((end, rx)) = in_flight.take() {
+        if !rx.await.unwrap_or(false) {
+            return s.fail(FileError::PeerClosed).await;
+        }
+        s.progress(end);
     }
     if s.session.status().is_final() {
         return s.done().await;

@@ -122,6 +122,15 @@ pub(crate) struct Info {
     pub(crate) direction: Direction,
 }
 
+/// What a Rust receiver's `file-accept` grants a fast-path sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FastGrant {
+    /// Bytes the sender may have unacknowledged.
+    pub(crate) window: u64,
+    /// Largest frame payload the receiver asks for.
+    pub(crate) frame: u64,
+}
+
 /// The changing state of a transfer.
 #[derive(Debug)]
 pub(crate) struct State {
@@ -134,8 +143,8 @@ pub(crate) struct State {
     /// Incoming: the temporary file (deleted with the session).
     pub(crate) file: Option<Arc<std::fs::File>>,
     pub(crate) temp: Option<tempfile::TempPath>,
-    /// Outgoing: the peer takes binary chunks, with this window.
-    pub(crate) fast_window: Option<u64>,
+    /// Outgoing: the peer takes binary chunks, with this window and frame size.
+    pub(crate) fast_window: Option<FastGrant>,
     /// Outgoing: bytes the receiver acknowledged.
     pub(crate) acked: u64,
     pub(crate) source: Option<RandomAccess>,

@@ -14,8 +14,11 @@ use tokio::sync::{mpsc, oneshot};
 use super::incoming::Incoming;
 use super::outbox::{Outboxes, Parked};
 use super::packet::{self, Packet};
-use super::session::{Control, Direction};
-use super::{FileConfig, FileError, FileSession, FileStatus, MAX_RANGE_CHUNKS, MAX_RANGE_READS};
+use super::session::{Control, Direction, FastGrant};
+use super::{
+    FileConfig, FileError, FileSession, FileStatus, LEGACY_FAST_FRAME_BYTES, MAX_RANGE_CHUNKS,
+    MAX_RANGE_READS, MIN_CHUNK_SIZE,
+};
 use crate::mesh::PeerId;
 use crate::transport::Frame;
 use crate::wire::{MAX_CHUNK_UNITS, MsgId, Payload, encode_chunks};
@@ -152,11 +155,16 @@ impl Transfers {
     /// `_sendOneWay`), ahead of queued chunks: cancels, acks and range requests are small and
     /// urgent. Dropped (and counted) when the peer's outbox is full.
     pub(super) fn push_packet(&mut self, peer: &PeerId, packet: &Packet) {
+        self.push_json(peer, packet.to_json());
+    }
+
+    /// [`push_packet`](Self::push_packet) for a packet already in JSON form.
+    pub(super) fn push_json(&mut self, peer: &PeerId, packet: Value) {
         if !self.linked.contains(peer) {
             return;
         }
         let id = MsgId::p2pt(self.rng.next_u32());
-        let frames = encode_chunks(&id, &Payload::Json(packet.to_json()), MAX_CHUNK_UNITS);
+        let frames = encode_chunks(&id, &Payload::Json(packet), MAX_CHUNK_UNITS);
         self.outbox.push_control(peer, frames.into_iter().map(Frame::Text).collect());
     }
 
@@ -345,7 +353,15 @@ impl Transfers {
                     return self.unknown(peer, "file-accept");
                 };
                 o.last = now;
-                o.session.state().fast_window = Some(window.clamp(256 << 10, 1 << 30));
+                // The frame size the receiver asks for (`frame`, next to `window`); receivers
+                // from before it was negotiated do not say, and get 64 KiB frames.
+                let frame = value
+                    .get("frame")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(LEGACY_FAST_FRAME_BYTES)
+                    .max(MIN_CHUNK_SIZE);
+                let window = window.clamp(256 << 10, 1 << 30);
+                o.session.state().fast_window = Some(FastGrant { window, frame });
                 o.session.changed(None);
             }
             Packet::Ack {

@@ -7,6 +7,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -120,11 +121,32 @@ enum Wake {
 
 /// Frames handed to one link's writer task and not yet written.
 const WRITER_QUEUE: usize = 16;
+/// Bytes handed to one link's writer task and not yet written: the core stops handing over
+/// at this mark (one frame always goes to an empty writer), so the writer's queue holds about
+/// as many bytes whatever the frame size (16 frames of 240 KiB would be 3.75 MiB per link).
+const WRITER_BYTES: usize = 1 << 20;
+
+/// What a link's writer task holds, shared with the core.
+#[derive(Default)]
+struct WriterGauge {
+    /// Bytes handed over and not yet written.
+    bytes: AtomicUsize,
+    /// The core stopped handing over (the writer was full): the writer sends one
+    /// [`NetMsg::Drained`] once it is down to half, instead of one per frame or per batch.
+    waiting: AtomicBool,
+}
+
+impl WriterGauge {
+    fn full(&self, writer: &mpsc::Sender<Frame>) -> bool {
+        writer.capacity() == 0 || self.bytes.load(Ordering::SeqCst) >= WRITER_BYTES
+    }
+}
 
 struct LinkEntry {
     id: u64,
     link: Arc<dyn Link>,
     writer: mpsc::Sender<Frame>,
+    gauge: Arc<WriterGauge>,
     tasks: [JoinHandle<()>; 2],
 }
 
@@ -531,7 +553,16 @@ impl Core {
     fn flush(&mut self) {
         for (peer, links) in &self.peers {
             let Some(first) = links.first() else { continue };
-            while first.writer.capacity() > 0 {
+            let gauge = &first.gauge;
+            loop {
+                if gauge.full(&first.writer) {
+                    // Ask for a `Drained`, then look again: the writer may have made room
+                    // before it could see the request (SeqCst on both sides: it then sees it).
+                    gauge.waiting.store(true, Ordering::SeqCst);
+                    if gauge.full(&first.writer) {
+                        break;
+                    }
+                }
                 let frame = match self.node.poll_transmit_to(peer) {
                     Some(text) => Frame::Text(text),
                     None => match self.transfers.take_frame(peer) {
@@ -539,7 +570,11 @@ impl Core {
                         None => break,
                     },
                 };
+                let len = frame.len();
+                gauge.bytes.fetch_add(len, Ordering::SeqCst);
                 if first.writer.try_send(frame).is_err() {
+                    // Only when the writer task has ended (its link is closing).
+                    gauge.bytes.fetch_sub(len, Ordering::SeqCst);
                     break;
                 }
             }
@@ -662,11 +697,15 @@ impl Core {
             })
         };
         let (writer, mut frames) = mpsc::channel::<Frame>(WRITER_QUEUE);
+        let gauge = Arc::new(WriterGauge::default());
         let writer_task = {
-            let (link, tx) = (link.clone(), self.net_tx.clone());
+            let (link, tx, gauge) = (link.clone(), self.net_tx.clone(), gauge.clone());
             tokio::spawn(async move {
                 while let Some(frame) = frames.recv().await {
-                    match link.send(frame).await {
+                    let len = frame.len();
+                    let sent = link.send(frame).await;
+                    let left = gauge.bytes.fetch_sub(len, Ordering::SeqCst) - len;
+                    match sent {
                         Ok(()) => {}
                         // One frame over the link's byte limit (a heavily escaped chunk): drop
                         // it, keep the link; that message never completes and its request
@@ -678,7 +717,11 @@ impl Core {
                             return;
                         }
                     }
-                    if frames.is_empty() && tx.send(NetMsg::Drained).await.is_err() {
+                    // Down to half the bytes (a queue full of small frames is already).
+                    if left <= WRITER_BYTES / 2
+                        && gauge.waiting.swap(false, Ordering::SeqCst)
+                        && tx.send(NetMsg::Drained).await.is_err()
+                    {
                         return;
                     }
                 }
@@ -689,6 +732,7 @@ impl Core {
             id,
             link,
             writer,
+            gauge,
             tasks: [reader, writer_task],
         });
         if known == 0 {

@@ -16,6 +16,7 @@
 mod conn;
 mod http;
 pub mod queue;
+mod lean_io;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -374,6 +375,12 @@ impl Tracker {
     pub async fn shutdown(self) {
         let grace = secs(self.shared.cfg.shutdown_grace_secs);
         let _ = self.shared.shutdown.send(true);
+        // Every connection closes with 1001 after what is queued for it (one that registers as
+        // this runs sees the flag instead).
+        let open: Vec<Arc<ConnHandle>> = self.shared.conns.iter().map(|e| e.value().clone()).collect();
+        for h in open {
+            h.shutdown();
+        }
         let deadline = tokio::time::Instant::now() + grace;
         while self.shared.ws_count.load(Ordering::Relaxed) > 0
             && tokio::time::Instant::now() < deadline
