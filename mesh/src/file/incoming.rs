@@ -2,6 +2,7 @@
 //! checks, acknowledgements (and keep-alive acks while paused or verifying, so a Rust
 //! sender's idle timeout holds off), and a `file-cancel` to the sender whenever one fails.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -12,6 +13,7 @@ use super::session::{Direction, Info, State};
 use super::transfers::{FileMsg, Key, Transfers};
 use super::{FileError, FileEvent, FileSession, FileStatus, RangeSet};
 use crate::mesh::PeerId;
+use crate::relay::layered::Recent;
 
 pub(super) struct Incoming {
     pub(super) session: FileSession,
@@ -96,8 +98,14 @@ impl Transfers {
             .min()
     }
 
-    pub(super) fn on_offer(&mut self, now: Instant, peer: &PeerId, offer: Offer) -> Option<FileSession> {
+    pub(super) fn on_offer(&mut self, now: Instant, peer: &PeerId, mut offer: Offer) -> Option<FileSession> {
         let key = (peer.clone(), offer.transfer_id.clone());
+        // A routed offer never gets the fast path: nothing could go back to its sender.
+        let routed = peer == super::ROUTED_PEER;
+        offer.fast &= !routed;
+        if routed {
+            self.early.offered.insert(offer.transfer_id.clone());
+        }
         if self.incoming.contains_key(&key) {
             return self.refuse(peer, &offer.transfer_id, "duplicate transfer id".into());
         }
@@ -134,6 +142,7 @@ impl Transfers {
             metadata: offer.metadata,
             peer: peer.clone(),
             direction: Direction::Incoming,
+            routed,
         };
         let state = State {
             status: FileStatus::Active,
@@ -162,7 +171,7 @@ impl Transfers {
             self.push_json(peer, json);
         }
         self.incoming.insert(
-            key,
+            key.clone(),
             Incoming {
                 session: session.clone(),
                 last: now,
@@ -175,6 +184,17 @@ impl Transfers {
                 verifying: false,
             },
         );
+        if routed {
+            let (held, expired) = self.early.take(now, &key.1);
+            self.stats.unknown_transfer += expired;
+            for packet in held {
+                match packet {
+                    Packet::Chunk { offset, data, .. } => self.store(now, &key, offset, &data),
+                    Packet::End { sha256, .. } => self.on_end(now, &key, sha256),
+                    _ => {}
+                }
+            }
+        }
         Some(session)
     }
 
@@ -263,7 +283,9 @@ impl Transfers {
         }
         let (covered, size) = (inc.session.bytes(), inc.session.size());
         if covered < size {
-            if at_end {
+            // Routed packets take separate routes and may arrive in any order: a routed
+            // transfer waits for its missing bytes (the idle timeout ends the wait).
+            if at_end && key.0 != super::ROUTED_PEER {
                 // Everything the sender sent came before its end on the ordered link.
                 let missing = size - covered;
                 if let Some(inc) = self.incoming.remove(key) {
@@ -341,6 +363,92 @@ impl Transfers {
     }
 }
 
+/// Routed packets held for their offer, at most this many ...
+const EARLY_PACKETS: usize = 64;
+/// ... holding at most this many bytes of chunk data ...
+const EARLY_BYTES: usize = 1 << 20;
+/// ... for at most this long.
+const EARLY_TTL: Duration = Duration::from_secs(10);
+
+/// Routed transfer ids whose offer came, remembered (the oldest forgotten first) so that
+/// packets of an ended transfer are not held as early ones.
+const OFFERED_IDS: usize = 1024;
+
+/// Routed `file-chunk`s and `file-end`s that arrived before their transfer's `file-offer`:
+/// every routed packet takes its own route, so a chunk may overtake the offer. Bounded in
+/// packets, bytes and age; the oldest go first, each counted as an unknown transfer.
+pub(crate) struct Early {
+    held: VecDeque<(Instant, Packet, usize)>,
+    bytes: usize,
+    /// Recent routed offers (accepted or refused): later packets for them are late, not early.
+    pub(super) offered: Recent<String>,
+}
+
+impl Default for Early {
+    fn default() -> Self {
+        Early {
+            held: VecDeque::new(),
+            bytes: 0,
+            offered: Recent::new(OFFERED_IDS),
+        }
+    }
+}
+
+impl Early {
+    /// Whether packets for `id` may still be early (its offer has not been seen).
+    pub(super) fn may_hold(&self, id: &str) -> bool {
+        !self.offered.contains(&id.to_owned())
+    }
+
+    /// Holds `packet`; returns how many held packets were dropped (too old, or to make room).
+    pub(super) fn hold(&mut self, now: Instant, packet: Packet) -> u64 {
+        let len = match &packet {
+            Packet::Chunk { data, .. } => data.len(),
+            _ => 0,
+        };
+        let mut dropped = self.expire(now);
+        if len > EARLY_BYTES {
+            return dropped + 1;
+        }
+        while self.held.len() >= EARLY_PACKETS || self.bytes + len > EARLY_BYTES {
+            let Some((_, _, n)) = self.held.pop_front() else { break };
+            self.bytes -= n;
+            dropped += 1;
+        }
+        self.bytes += len;
+        self.held.push_back((now, packet, len));
+        dropped
+    }
+
+    /// The packets held for transfer `id`, in arrival order, and how many others expired.
+    pub(super) fn take(&mut self, now: Instant, id: &str) -> (Vec<Packet>, u64) {
+        let expired = self.expire(now);
+        let mut out = Vec::new();
+        let mut keep = VecDeque::new();
+        for (at, p, n) in self.held.drain(..) {
+            if p.transfer_id() == id {
+                self.bytes -= n;
+                out.push(p);
+            } else {
+                keep.push_back((at, p, n));
+            }
+        }
+        self.held = keep;
+        (out, expired)
+    }
+
+    fn expire(&mut self, now: Instant) -> u64 {
+        let mut n = 0;
+        while self.held.front().is_some_and(|(at, ..)| now.saturating_duration_since(*at) > EARLY_TTL) {
+            if let Some((_, _, len)) = self.held.pop_front() {
+                self.bytes -= len;
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
 /// Completes or fails `session` on the hash check's outcome.
 fn verdict(session: &FileSession, ok: bool, expected: &str) {
     if ok {
@@ -369,4 +477,52 @@ fn hash_file(mut hasher: Sha256, file: Option<&std::fs::File>, from: u64, size: 
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(id: &str, len: usize) -> Packet {
+        Packet::Chunk {
+            transfer_id: id.into(),
+            chunk_index: 0,
+            offset: 0,
+            data: vec![7; len],
+        }
+    }
+
+    #[test]
+    fn early_routed_packets_are_bounded_in_count_bytes_and_age() {
+        let t0 = Instant::now();
+        let mut e = Early::default();
+        // Count: the 65th packet pushes out the oldest.
+        for i in 0..EARLY_PACKETS {
+            assert_eq!(e.hold(t0, chunk(&format!("c{i}"), 10)), 0);
+        }
+        assert_eq!(e.hold(t0, chunk("new", 10)), 1);
+        assert_eq!((e.held.len(), e.bytes), (EARLY_PACKETS, EARLY_PACKETS * 10));
+        assert!(e.take(t0, "c0").0.is_empty(), "the oldest went first");
+        let (got, expired) = e.take(t0, "new");
+        assert_eq!((got, expired), (vec![chunk("new", 10)], 0));
+        // Bytes: a chunk that does not fit pushes out as many as needed; one over the whole
+        // budget is not held at all.
+        assert_eq!(e.hold(t0, chunk("big", EARLY_BYTES - 100)), 53, "63 held, 10 of them fit beside it");
+        assert!(e.bytes <= EARLY_BYTES);
+        assert_eq!(e.hold(t0, chunk("huge", EARLY_BYTES + 1)), 1);
+        // Age: everything older than the TTL goes at the next call, counted.
+        let later = t0 + EARLY_TTL + Duration::from_millis(1);
+        let held = e.held.len() as u64;
+        let (got, expired) = e.take(later, "big");
+        assert_eq!((got.len(), expired), (0, held));
+        assert_eq!((e.held.len(), e.bytes), (0, 0));
+        // Ends are held too, and come back in arrival order with the chunks.
+        let end = Packet::End { transfer_id: "x".into(), sha256: None };
+        e.hold(later, chunk("x", 1));
+        e.hold(later, end.clone());
+        assert_eq!(e.take(later, "x").0, vec![chunk("x", 1), end]);
+        // Offered ids are never held again.
+        e.offered.insert("x".into());
+        assert!(!e.may_hold("x") && e.may_hold("y"));
+    }
 }

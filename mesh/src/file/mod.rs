@@ -18,6 +18,17 @@
 //! - What a peer can make us queue is capped: per peer, file frames, range replies and control
 //!   packets waiting for the links stay under [`FileConfig::max_outbox_bytes`] (chunks wait,
 //!   range replies and control packets beyond it are dropped and counted in [`FileStats`]).
+//! - Routed transfers (GhostMesh's `sendFile` with `onion`): with routing defaults set
+//!   ([`MeshBuilder::routing`](crate::mesh::MeshBuilder::routing)), `send_file` sends every
+//!   packet (`file-offer`, each `file-chunk`, `file-end`, a `file-cancel`) along a freshly
+//!   built route with a new circuit id: GhostMesh's onion packets, or layered packets when
+//!   every hop is a Rust peer that speaks them (the route's [`RouteMode`]). Always GhostMesh's
+//!   format inside (base64 chunks; never the fast path), queued in the first relay's outbox
+//!   under the same per-peer bound. At the target, `file-*` packets delivered through relays
+//!   become incoming transfers of the pseudo-peer [`ROUTED_PEER`]; see there for where their
+//!   replies go and which bounds apply.
+//!
+//! [`RouteMode`]: crate::relay::RouteMode
 
 use std::fmt;
 use std::path::PathBuf;
@@ -52,6 +63,33 @@ pub(crate) const LEGACY_FAST_FRAME_BYTES: u64 = 64 << 10;
 pub const MAX_RANGE_CHUNKS: u64 = 8;
 /// Range requests of one peer being read from disk at once; more are dropped and counted.
 pub(crate) const MAX_RANGE_READS: usize = 4;
+
+/// The peer of every incoming transfer whose packets came through relays (inside GhostMesh's
+/// `onion-deliver`, or a layered one-way packet): [`FileSession::peer_id`] of such a session,
+/// with [`FileSession::routed`] set.
+///
+/// - Why not a real peer: a routed packet names no sender, and GhostMesh's choice (the
+///   neighbour that delivered it) changes from packet to packet when each takes a fresh
+///   route, so it cannot hold a transfer together. Routed transfers are keyed by this name
+///   and their transfer id; a routed packet can never touch a direct transfer, nor a direct
+///   one a routed transfer.
+/// - Bounds: all routed senders together count as this one peer, so
+///   [`FileConfig::max_incoming_per_peer`] caps routed transfers at once (offers beyond are
+///   refused and counted in [`FileStats::refused_offers`]), under
+///   [`FileConfig::max_incoming`] like any peer; size, fragment and idle-timeout limits and
+///   the hash check apply as to direct transfers. Chunks that overtake their offer (each
+///   packet takes its own route) are held for it, at most 64 packets / 1 MiB / 10 s, the
+///   oldest dropped first and counted as unknown transfers. A `file-end` that overtakes
+///   chunks waits for them (the idle timeout ends the wait).
+/// - Replies: there is no way back. A compatible delivery names no sender and carries no reply
+///   route, and a layered one-way packet carries no reply block (GhostMesh sends a receiver's
+///   `file-cancel` and `file-range-request` to the delivering neighbour, a relay that knows
+///   nothing of the transfer). So the receiver's cancel, refusal or failure is local only, it
+///   sends no range requests (the bytes arrive with the sender's chunks anyway), an offer's
+///   `fast` is ignored, and the sender, like GhostMesh's, completes once every packet is sent.
+/// - Warnings about routed file packets ([`MeshEvent::PeerWarning`](crate::mesh::MeshEvent))
+///   name this peer too.
+pub const ROUTED_PEER: &str = "onion";
 
 /// Where an outgoing file comes from.
 pub enum FileSource {

@@ -21,8 +21,11 @@ const PARK_BYTES: usize = 2 << 20;
 /// A sender task's frames, waiting for room; `reply` gets `true` once they are queued,
 /// `false` when they never will be (the peer or the transfer is gone).
 pub(crate) struct Parked {
+    /// Whose queue they go to: the receiver, or, for a routed transfer, the route's first
+    /// relay.
     pub(crate) peer: PeerId,
-    pub(crate) id: Option<String>,
+    /// The transfer they belong to: (receiver, transfer id).
+    pub(crate) owner: Option<(PeerId, String)>,
     pub(crate) frames: Vec<Frame>,
     pub(crate) reply: oneshot::Sender<bool>,
 }
@@ -39,6 +42,10 @@ pub(crate) struct Outboxes {
     parked: VecDeque<Parked>,
     /// Control or binary frames dropped at the cap.
     pub(crate) dropped: u64,
+}
+
+fn owned_by(p: &Parked, peer: &PeerId, id: &str) -> bool {
+    p.owner.as_ref().is_some_and(|(o, i)| o == peer && i == id)
 }
 
 fn batch_len(frames: &[Frame]) -> usize {
@@ -115,7 +122,7 @@ impl Outboxes {
             q.frames.push_back(f);
         }
         let _ = p.reply.send(true);
-        p.id.map(|id| (p.peer, id))
+        p.owner
     }
 
     /// A sender task's chunks: queued now (returns the transfer, which made progress), or
@@ -145,17 +152,16 @@ impl Outboxes {
         moved
     }
 
-    /// Whether the transfer's sender task waits for room.
+    /// Whether the transfer (to receiver `peer`) has its sender task waiting for room.
     pub(crate) fn is_parked(&self, peer: &PeerId, id: &str) -> bool {
-        self.parked
-            .iter()
-            .any(|p| &p.peer == peer && p.id.as_deref() == Some(id))
+        self.parked.iter().any(|p| owned_by(p, peer, id))
     }
 
-    /// The transfer ended: its parked chunks go, and its sender task hears `false`.
+    /// The transfer (to receiver `peer`) ended: its parked chunks go, and its sender task
+    /// hears `false`.
     pub(crate) fn unpark(&mut self, peer: &PeerId, id: &str) {
         self.parked.retain_mut(|p| {
-            let hit = &p.peer == peer && p.id.as_deref() == Some(id);
+            let hit = owned_by(p, peer, id);
             if hit {
                 let (tx, _) = oneshot::channel();
                 let _ = std::mem::replace(&mut p.reply, tx).send(false);
@@ -209,7 +215,7 @@ mod tests {
         let (reply, rx) = oneshot::channel();
         let p = Parked {
             peer: peer.into(),
-            id: Some(id.into()),
+            owner: Some((peer.into(), id.into())),
             frames: vec![Frame::Binary(vec![0; len])],
             reply,
         };

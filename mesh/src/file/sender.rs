@@ -77,6 +77,9 @@ const BLOCKING_HASH_BYTES: usize = 64 << 10;
 pub(crate) struct Plan {
     pub(crate) hash_upfront: bool,
     pub(crate) fast: bool,
+    /// Every packet goes through relays (the core wraps each one): GhostMesh's packets,
+    /// never the fast path.
+    pub(crate) routed: bool,
     pub(crate) fast_frame_bytes: u64,
     pub(crate) seed: u64,
 }
@@ -85,13 +88,20 @@ struct Sender {
     session: FileSession,
     tx: mpsc::Sender<FileMsg>,
     rng: StdRng,
+    routed: bool,
+}
+
+/// What the sender hands the core: link frames, or (routed) a packet to wrap in a route.
+enum Batch {
+    Frames(Vec<Frame>),
+    Routed(serde_json::Value),
 }
 
 impl Sender {
     /// Hands frames to the core (waits while the peer's outbox is full); `false` when the
     /// peer or the transfer is gone (the core ended it: canceled, timed out).
-    async fn out(&mut self, frames: Vec<Frame>) -> bool {
-        match self.hand_over(frames).await {
+    async fn out(&mut self, batch: Batch) -> bool {
+        match self.hand_over(batch).await {
             Some(rx) => rx.await.unwrap_or(false),
             None => false,
         }
@@ -100,21 +110,34 @@ impl Sender {
     /// Gives frames to the core without waiting for them to be queued: the answer comes
     /// on the returned receiver (`None`: the core is gone). Lets the next frame be read and
     /// hashed while the core queues this one.
-    async fn hand_over(&mut self, frames: Vec<Frame>) -> Option<oneshot::Receiver<bool>> {
+    async fn hand_over(&mut self, batch: Batch) -> Option<oneshot::Receiver<bool>> {
         let (reply, rx) = oneshot::channel();
-        let msg = FileMsg::Out {
-            peer: self.session.peer_id().to_owned(),
-            id: Some(self.session.transfer_id().to_owned()),
-            frames,
-            reply,
+        let (peer, id) = (self.session.peer_id().to_owned(), self.session.transfer_id().to_owned());
+        let msg = match batch {
+            Batch::Frames(frames) => FileMsg::Out {
+                peer,
+                id: Some(id),
+                frames,
+                reply,
+            },
+            Batch::Routed(packet) => FileMsg::Routed { peer, id, packet, reply },
         };
         self.tx.send(msg).await.ok().map(|()| rx)
     }
 
-    async fn packet(&mut self, p: &Packet) -> bool {
+    /// A GhostMesh packet: P2PT envelope frames for the link, or, routed, the packet itself.
+    fn batch(&mut self, p: &Packet) -> Batch {
+        if self.routed {
+            return Batch::Routed(p.to_json());
+        }
         let id = MsgId::p2pt(self.rng.next_u32());
         let frames = encode_chunks(&id, &Payload::Json(p.to_json()), MAX_CHUNK_UNITS);
-        self.out(frames.into_iter().map(Frame::Text).collect()).await
+        Batch::Frames(frames.into_iter().map(Frame::Text).collect())
+    }
+
+    async fn packet(&mut self, p: &Packet) -> bool {
+        let batch = self.batch(p);
+        self.out(batch).await
     }
 
     /// The bytes below `sent` are queued for the peer.
@@ -142,6 +165,7 @@ impl Sender {
                 peer: self.session.peer_id().to_owned(),
                 id: self.session.transfer_id().to_owned(),
                 direction: Direction::Outgoing,
+                routed: self.routed,
                 control: Control::Cancel(error.to_string()),
             };
             let _ = self.tx.send(msg).await;
@@ -173,6 +197,7 @@ pub(crate) async fn run(session: FileSession, mut reader: Reader, plan: Plan, tx
         session: session.clone(),
         tx,
         rng: StdRng::seed_from_u64(plan.seed),
+        routed: plan.routed,
     };
     let (size, chunk_size, id) = (session.size(), session.chunk_size(), session.transfer_id().to_owned());
     let source = session.state().source.clone();
@@ -197,7 +222,7 @@ pub(crate) async fn run(session: FileSession, mut reader: Reader, plan: Plan, tx
         total_chunks: packet::total_chunks(size, chunk_size),
         metadata: session.metadata().cloned(),
         sha256: upfront.clone(),
-        fast: plan.fast,
+        fast: plan.fast && !plan.routed,
     });
     if !s.packet(&offer).await {
         return s.fail(FileError::PeerClosed).await;
@@ -264,7 +289,7 @@ pub(crate) async fn run(session: FileSession, mut reader: Reader, plan: Plan, tx
                 }
                 None => {}
             }
-            vec![Frame::Binary(frame)]
+            Batch::Frames(vec![Frame::Binary(frame)])
         } else {
             buf.resize(len, 0);
             if let Err(e) = reader.read_exact(offset, &mut buf).await {
@@ -279,11 +304,12 @@ pub(crate) async fn run(session: FileSession, mut reader: Reader, plan: Plan, tx
                 offset,
                 data: std::mem::take(&mut buf),
             };
-            let msg_id = MsgId::p2pt(s.rng.next_u32());
-            encode_chunks(&msg_id, &Payload::Json(chunk.to_json()), MAX_CHUNK_UNITS)
-                .into_iter()
-                .map(Frame::Text)
-                .collect()
+            let batch = s.batch(&chunk);
+            // Keep the buffer's allocation for the next chunk.
+            if let Packet::Chunk { data, .. } = chunk {
+                buf = data;
+            }
+            batch
         };
         if let Some((end, rx)) = in_flight.take() {
             if !rx.await.unwrap_or(false) {

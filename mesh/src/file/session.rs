@@ -120,6 +120,8 @@ pub(crate) struct Info {
     pub(crate) metadata: Option<Value>,
     pub(crate) peer: PeerId,
     pub(crate) direction: Direction,
+    /// The transfer's packets go through relays ([`super::ROUTED_PEER`]).
+    pub(crate) routed: bool,
 }
 
 /// What a Rust receiver's `file-accept` grants a fast-path sender.
@@ -278,6 +280,12 @@ impl FileSession {
     pub fn peer_id(&self) -> &str {
         &self.inner.info.peer
     }
+    /// Whether the transfer goes through relays: an outgoing one sent with routing defaults
+    /// set, or an incoming one whose packets came inside onion deliveries (its
+    /// [`peer_id`](Self::peer_id) is then [`ROUTED_PEER`](super::ROUTED_PEER)).
+    pub fn routed(&self) -> bool {
+        self.inner.info.routed
+    }
     /// Incoming or outgoing.
     pub fn direction(&self) -> Direction {
         self.inner.info.direction
@@ -389,6 +397,7 @@ impl FileSession {
             peer: info.peer.clone(),
             id: info.transfer_id.clone(),
             direction: info.direction,
+            routed: info.routed,
             control: c,
         };
         let _ = self.inner.control.send(msg).await;

@@ -33,6 +33,8 @@ pub(crate) enum FileMsg {
         peer: PeerId,
         id: String,
         direction: Direction,
+        /// The transfer goes through relays (see [`super::ROUTED_PEER`]).
+        routed: bool,
         control: Control,
     },
     /// A sender task's frames, in order; `reply` says whether they were queued (false: the
@@ -42,6 +44,14 @@ pub(crate) enum FileMsg {
         /// The transfer they belong to.
         id: Option<String>,
         frames: Vec<Frame>,
+        reply: oneshot::Sender<bool>,
+    },
+    /// A routed transfer's packet (GhostMesh's JSON), for the core to send along a freshly
+    /// built route to `peer` (the receiver); `reply` as for `Out`.
+    Routed {
+        peer: PeerId,
+        id: String,
+        packet: Value,
         reply: oneshot::Sender<bool>,
     },
     /// A range read ended: its reply (none when the read failed), to go ahead of chunks.
@@ -106,6 +116,11 @@ pub(crate) struct Transfers {
     pub(crate) stats: FileStats,
     /// Warnings for the application: (peer, message).
     pub(crate) warnings: Vec<(PeerId, String)>,
+    /// Control packets of routed outgoing transfers (cancels) for the core to send along a
+    /// route: (receiver, packet). Drained by the core after every call.
+    pub(crate) routed_out: Vec<(PeerId, Value)>,
+    /// Routed packets that came before their transfer's offer (fresh routes reorder them).
+    pub(super) early: super::incoming::Early,
 }
 
 impl Transfers {
@@ -121,6 +136,8 @@ impl Transfers {
             linked: HashSet::new(),
             stats: FileStats::default(),
             warnings: Vec::new(),
+            routed_out: Vec::new(),
+            early: super::incoming::Early::default(),
         }
     }
 
@@ -168,6 +185,15 @@ impl Transfers {
         self.outbox.push_control(peer, frames.into_iter().map(Frame::Text).collect());
     }
 
+    /// Queues a control message's frames (a routed cancel, wrapped for its first relay) ahead
+    /// of queued chunks; dropped (and counted) when the peer's outbox is full.
+    pub(crate) fn push_frames(&mut self, peer: &PeerId, frames: Vec<Frame>) {
+        if !self.linked.contains(peer) {
+            return;
+        }
+        self.outbox.push_control(peer, frames);
+    }
+
     /// Queues a small binary frame (hello, the relay's onion frames) ahead of queued chunks;
     /// dropped (and counted in [`FileStats::outbox_dropped`]) when the peer's outbox is full.
     pub(crate) fn push_binary(&mut self, peer: &PeerId, frame: Vec<u8>) {
@@ -179,8 +205,47 @@ impl Transfers {
 
     /// A sender task's frames: queued now, or once the peer's outbox drains.
     fn enqueue(&mut self, peer: PeerId, id: Option<String>, frames: Vec<Frame>, reply: oneshot::Sender<bool>) {
-        if let Some(key) = self.outbox.enqueue(Parked { peer, id, frames, reply }) {
+        let owner = id.map(|id| (peer.clone(), id));
+        if let Some(key) = self.outbox.enqueue(Parked { peer, owner, frames, reply }) {
             self.touch(&key, crate::mesh::clock_now());
+        }
+    }
+
+    /// A routed transfer's packet, wrapped for the route's first hop `first`: queued in that
+    /// hop's outbox like any chunk (it waits while the outbox is over its park mark, so the
+    /// per-peer bound holds for relays too), or `false` to the sender when the transfer is
+    /// gone or `first` has no link.
+    pub(crate) fn enqueue_routed(&mut self, first: PeerId, owner: Key, frames: Vec<Frame>, reply: oneshot::Sender<bool>) {
+        if !self.outgoing.contains_key(&owner) || !self.linked.contains(&first) {
+            let _ = reply.send(false);
+            return;
+        }
+        let parked = Parked {
+            peer: first,
+            owner: Some(owner),
+            frames,
+            reply,
+        };
+        if let Some(key) = self.outbox.enqueue(parked) {
+            self.touch(&key, crate::mesh::clock_now());
+        }
+    }
+
+    /// A routed outgoing transfer could not be sent on (no route): it fails with `why`.
+    pub(crate) fn fail_routed(&mut self, key: &Key, why: String) {
+        if let Some(o) = self.outgoing.remove(key) {
+            o.session.finish(FileStatus::Failed, Some(FileError::Unavailable(why)));
+            self.outbox.unpark(&key.0, &key.1);
+        }
+    }
+
+    /// Queues a control packet for the receiver of an outgoing transfer: along a route when
+    /// the transfer is routed, else directly.
+    fn tell_receiver(&mut self, peer: &PeerId, routed: bool, packet: &Packet) {
+        if routed {
+            self.routed_out.push((peer.clone(), packet.to_json()));
+        } else {
+            self.push_packet(peer, packet);
         }
     }
 
@@ -223,11 +288,14 @@ impl Transfers {
             }
             p != peer
         });
+        // A routed transfer does not use a link to its receiver (its packets wait in relays'
+        // outboxes, which fail their senders when those links close).
         self.outgoing.retain(|(p, _), o| {
-            if p == peer {
+            let lost = p == peer && !o.session.routed();
+            if lost {
                 o.session.finish(FileStatus::Failed, Some(FileError::PeerClosed));
             }
-            p != peer
+            !lost
         });
     }
 
@@ -288,7 +356,7 @@ impl Transfers {
                 transfer_id: key.1.clone(),
                 reason: FileError::Timeout.to_string(),
             };
-            self.push_packet(&key.0, &cancel);
+            self.tell_receiver(&key.0, o.session.routed(), &cancel);
         }
     }
 
@@ -312,20 +380,20 @@ impl Transfers {
             }
         };
         let key = (peer.clone(), packet.transfer_id().to_owned());
+        // Routed chunks and ends may overtake their offer (each packet takes its own route):
+        // held, bounded, until it comes.
+        if peer == super::ROUTED_PEER
+            && !self.incoming.contains_key(&key)
+            && matches!(packet, Packet::Chunk { .. } | Packet::End { .. })
+            && self.early.may_hold(&key.1)
+        {
+            self.stats.unknown_transfer += self.early.hold(now, packet);
+            return None;
+        }
         match packet {
             Packet::Offer(offer) => return self.on_offer(now, peer, offer),
             Packet::Chunk { offset, data, .. } => self.store(now, &key, offset, &data),
-            Packet::End { sha256, .. } => {
-                let Some(inc) = self.incoming.get_mut(&key) else {
-                    return self.unknown(peer, "file-end");
-                };
-                inc.ended = true;
-                inc.last = now;
-                if sha256.is_some() {
-                    inc.sha256 = sha256;
-                }
-                self.maybe_complete(&key, true);
-            }
+            Packet::End { sha256, .. } => self.on_end(now, &key, sha256),
             Packet::Cancel { reason, .. } => {
                 let error = FileError::Canceled {
                     reason,
@@ -385,6 +453,20 @@ impl Transfers {
             }
         }
         None
+    }
+
+    /// `file-end` for `key`.
+    pub(super) fn on_end(&mut self, now: Instant, key: &Key, sha256: Option<String>) {
+        let Some(inc) = self.incoming.get_mut(key) else {
+            self.unknown(&key.0, "file-end");
+            return;
+        };
+        inc.ended = true;
+        inc.last = now;
+        if sha256.is_some() {
+            inc.sha256 = sha256;
+        }
+        self.maybe_complete(key, true);
     }
 
     /// GhostMesh's range reply: one `file-chunk` at `offset = start` with up to
@@ -464,11 +546,16 @@ impl Transfers {
                 peer,
                 id,
                 direction,
+                routed,
                 control,
-            } => self.on_control(peer, id, direction, control),
+            } => self.on_control(peer, id, direction, routed, control),
             FileMsg::Out { peer, id, frames, reply } => self.enqueue(peer, id, frames, reply),
             FileMsg::RangeReply { peer, frames } => self.on_range_reply(peer, frames),
             FileMsg::Verified { peer, id, ok } => self.on_verified(peer, id, ok),
+            // The core routes these itself; one reaching here has no route to take.
+            FileMsg::Routed { reply, .. } => {
+                let _ = reply.send(false);
+            }
             FileMsg::Done { peer, id } => {
                 self.outbox.unpark(&peer, &id);
                 self.outgoing.remove(&(peer, id));
@@ -476,7 +563,7 @@ impl Transfers {
         }
     }
 
-    fn on_control(&mut self, peer: PeerId, id: String, direction: Direction, control: Control) {
+    fn on_control(&mut self, peer: PeerId, id: String, direction: Direction, routed: bool, control: Control) {
         let key = (peer, id);
         match control {
             Control::Cancel(reason) => {
@@ -495,7 +582,13 @@ impl Transfers {
                     transfer_id: key.1.clone(),
                     reason,
                 };
-                self.push_packet(&key.0, &packet);
+                // A routed incoming transfer has no way back to its sender (see
+                // `ROUTED_PEER`): the cancel is local only.
+                match direction {
+                    Direction::Outgoing => self.tell_receiver(&key.0, routed, &packet),
+                    Direction::Incoming if routed => {}
+                    Direction::Incoming => self.push_packet(&key.0, &packet),
+                }
             }
             Control::Resume => {
                 self.touch(&key, crate::mesh::clock_now());
@@ -509,7 +602,8 @@ impl Transfers {
                 }
             }
             Control::RangeRequest(start, end) => {
-                if self.incoming.contains_key(&key) {
+                // Routed: no way back to the sender; the bytes come with its chunks anyway.
+                if !routed && self.incoming.contains_key(&key) {
                     let packet = Packet::RangeRequest {
                         transfer_id: key.1.clone(),
                         start,

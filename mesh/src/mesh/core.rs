@@ -18,14 +18,14 @@ use super::{EVENT_BACKLOG, Limits, MeshError, MeshEvent, PeerId, ResponseHandle}
 use crate::file::packet::{is_fast, is_file_packet};
 use crate::file::session::{Direction, Info, RandomAccess, State};
 use crate::file::transfers::{FileMsg, Transfers};
-use crate::file::{FileError, FileSession, FileStatus, RangeSet, transfer_id};
+use crate::file::{FileError, FileSession, FileStatus, ROUTED_PEER, RangeSet, transfer_id};
 use crate::hidden::packet::{self as hidden, kind as hidden_kind};
 use crate::hidden::HiddenMsg;
 use crate::hidden::service::Reply as HiddenReplyTo;
 use crate::node::{Event, Node, RequestId};
 use crate::relay::{self, Relay, RelayConfig, RouteInfo, RouteOptions, RoutedReply};
 use crate::transport::{Frame, Link, LinkError};
-use crate::wire::Payload;
+use crate::wire::{MAX_CHUNK_UNITS, MsgId, Payload, encode_chunks};
 
 /// What [`MeshHandle`](super::MeshHandle)s ask of the core.
 pub(crate) enum CoreMsg {
@@ -91,6 +91,8 @@ pub(crate) struct NewOutgoing {
     pub(crate) seed: u64,
     pub(crate) tx: mpsc::Sender<FileMsg>,
     pub(crate) fast_frame_bytes: u64,
+    /// Routing defaults are set: every packet goes through relays (no fast path).
+    pub(crate) routed: bool,
 }
 
 /// What links and tracker tasks tell the core.
@@ -286,6 +288,8 @@ impl Core {
                     for action in self.relay.tick(now) {
                         self.act(now, action);
                     }
+                    // Timed-out routed transfers' cancels, warnings.
+                    self.take_file_warnings();
                 }
             }
         }
@@ -450,6 +454,15 @@ impl Core {
             }
             relay::Action::SendBinary(peer, frame) => self.transfers.push_binary(&peer, frame),
             relay::Action::Deliver(msg) => match (&msg.payload, msg.reply) {
+                // GhostMesh's target dispatch: a `file-*` payload of a one-way delivery goes to
+                // the file handler, as a transfer of the routed pseudo-peer (see ROUTED_PEER).
+                (Payload::Json(v), None) if is_file_packet(v) => {
+                    let routed = ROUTED_PEER.to_owned();
+                    if let Some(session) = self.transfers.on_packet(now, &routed, v) {
+                        self.backlog.push_back(MeshEvent::File(session));
+                    }
+                    self.take_file_warnings();
+                }
                 // A routed hidden-service request (entry to master): the hidden-service task.
                 (Payload::Json(v), Some(reply)) if hidden_kind(v) == Some(hidden::REQUEST) => {
                     self.hidden.offer(HiddenMsg::Request {
@@ -464,7 +477,22 @@ impl Core {
     }
 
     fn new_outgoing(&mut self, peer: PeerId, req: OutgoingFile) -> Result<NewOutgoing, MeshError> {
-        if !self.peers.contains_key(&peer) {
+        // With routing defaults, as `send`: the first relay must be linked, the receiver need
+        // not be. The route (relays, and the packet format for a full chunk) is checked now,
+        // so a transfer that could never be routed fails here rather than after its offer.
+        let routed = self.routing.is_some();
+        if let Some(opts) = self.routing.clone() {
+            let linked = self.linked();
+            let sample = crate::file::packet::Packet::Chunk {
+                transfer_id: "0123456789abcdef".into(),
+                chunk_index: 0,
+                offset: 0,
+                // Anything over the largest layered packet is as unfit as the whole chunk.
+                data: vec![0; req.chunk_size.min(req.size).min(256 << 10) as usize],
+            };
+            let sample = Payload::Json(sample.to_json());
+            self.relay.check_route(&mut self.rng, &linked, &peer, &sample, &opts)?;
+        } else if !self.peers.contains_key(&peer) {
             return Err(MeshError::Send(crate::node::SendError::NoLink));
         }
         let cfg = self.transfers.config().clone();
@@ -483,6 +511,7 @@ impl Core {
             metadata: req.metadata,
             peer,
             direction: Direction::Outgoing,
+            routed,
         };
         let state = State {
             status: FileStatus::Active,
@@ -503,6 +532,7 @@ impl Core {
             seed: rand::Rng::next_u64(&mut self.rng),
             tx: self.transfers.tx.clone(),
             fast_frame_bytes: cfg.fast_frame_bytes,
+            routed,
         })
     }
 
@@ -512,14 +542,65 @@ impl Core {
                 drop(frames);
                 let _ = reply.send(false);
             }
+            FileMsg::Routed { peer, id, packet, reply } => self.routed_file_packet(peer, id, packet, reply),
             other => self.transfers.on_msg(other),
         }
         self.take_file_warnings();
     }
 
+    /// A routed transfer's packet to `target`, along a freshly built route with a new circuit
+    /// id (GhostMesh's `sendFile` with `onion`): its frames wait in the first relay's outbox.
+    /// No route: the transfer fails with the reason.
+    fn routed_file_packet(&mut self, target: PeerId, id: String, packet: serde_json::Value, reply: oneshot::Sender<bool>) {
+        let opts = self.routing.clone().unwrap_or_default();
+        let linked = self.linked();
+        let key = (target, id);
+        let sent = self.relay.onion(&mut self.rng, &linked, &key.0, &Payload::Json(packet), &opts);
+        match sent {
+            Ok((relay::Action::Send(first, outer), _)) => {
+                let msg_id = MsgId::p2pt(rand::Rng::next_u32(&mut self.rng));
+                let frames = encode_chunks(&msg_id, &Payload::Json(outer), MAX_CHUNK_UNITS);
+                let frames = frames.into_iter().map(Frame::Text).collect();
+                self.transfers.enqueue_routed(first, key, frames, reply);
+            }
+            Ok((relay::Action::SendBinary(first, frame), _)) => {
+                self.transfers.enqueue_routed(first, key, vec![Frame::Binary(frame)], reply);
+            }
+            Ok((relay::Action::Deliver(_), _)) => {
+                self.transfers.fail_routed(&key, "no route to the receiver".into());
+                let _ = reply.send(false);
+            }
+            Err(e) => {
+                self.transfers.fail_routed(&key, format!("no route to the receiver: {e}"));
+                let _ = reply.send(false);
+            }
+        }
+    }
+
+    /// Passes file warnings to the application, and sends routed transfers' control packets
+    /// (cancels) along fresh routes, as control frames of the first relay (dropped and counted
+    /// when its outbox is full).
     fn take_file_warnings(&mut self) {
         for (peer, message) in self.transfers.warnings.drain(..) {
             self.backlog.push_back(MeshEvent::PeerWarning { peer, message });
+        }
+        let out = std::mem::take(&mut self.transfers.routed_out);
+        if out.is_empty() {
+            return;
+        }
+        let opts = self.routing.clone().unwrap_or_default();
+        let linked = self.linked();
+        for (target, packet) in out {
+            match self.relay.onion(&mut self.rng, &linked, &target, &Payload::Json(packet), &opts) {
+                Ok((relay::Action::Send(first, outer), _)) => {
+                    let msg_id = MsgId::p2pt(rand::Rng::next_u32(&mut self.rng));
+                    let frames = encode_chunks(&msg_id, &Payload::Json(outer), MAX_CHUNK_UNITS);
+                    self.transfers.push_frames(&first, frames.into_iter().map(Frame::Text).collect());
+                }
+                Ok((relay::Action::SendBinary(first, frame), _)) => self.transfers.push_binary(&first, frame),
+                // No route now: the receiver's idle timeout ends its side.
+                Ok((relay::Action::Deliver(_), _)) | Err(_) => {}
+            }
         }
     }
 

@@ -137,10 +137,13 @@ pub enum MeshEvent {
         /// The frame.
         data: RawFrame,
     },
-    /// A peer offered a file; the session is already receiving (see [`FileSession`]).
+    /// A peer offered a file; the session is already receiving (see [`FileSession`]). An offer
+    /// that came through relays (inside an onion delivery) is a transfer of the pseudo-peer
+    /// [`ROUTED_PEER`](crate::file::ROUTED_PEER).
     File(FileSession),
     /// A message that came through relays (GhostMesh's `onionmsg`); routed requests carry a
-    /// reply for [`MeshHandle::respond_routed`].
+    /// reply for [`MeshHandle::respond_routed`]. One-way deliveries of `file-*` packets are
+    /// not messages: they go to the file handler ([`MeshEvent::File`]).
     Onion(OnionMessage),
     /// A peer sent a malformed envelope or file packet, or a link to it was refused by a
     /// bound; nothing else happened.
@@ -233,8 +236,10 @@ impl MeshBuilder {
         self
     }
 
-    /// Route every [`Mesh::send`] through relays (GhostMesh's `onion` option): explicit
-    /// `through` relays or `hops` random ones. Default: direct.
+    /// Route every [`MeshHandle::send`] and [`MeshHandle::send_file`] through relays
+    /// (GhostMesh's `onion` option): explicit `through` relays or `hops` random ones, in the
+    /// route's [`RouteMode`](crate::relay::RouteMode). Default: direct. See
+    /// [`MeshHandle::send_file`] for what a routed transfer does.
     pub fn routing(mut self, route: RouteOptions) -> Self {
         self.routing = Some(route);
         self
@@ -461,6 +466,20 @@ impl MeshHandle {
     /// Starts sending a file to `peer` and returns its live session at once. Toward a
     /// JavaScript GhostMesh peer this is GhostMesh's format; toward a Rust peer the binary
     /// fast path is negotiated (unless `options.fast` is off).
+    ///
+    /// With routing defaults set ([`MeshBuilder::routing`]) the transfer is routed, as
+    /// GhostMesh's `sendFile` with `onion`: each packet (`file-offer`, every `file-chunk`,
+    /// `file-end`, a `file-cancel`) goes along a freshly built route with a new circuit id,
+    /// inside GhostMesh's `onion-deliver` (compatible), or a layered packet when every hop is
+    /// a Rust peer that speaks them (per the route's mode, with the usual fallback and errors).
+    /// A routed transfer always uses GhostMesh's packets (base64 chunks) and never negotiates
+    /// the fast path, which is for direct links only. As for [`send`](Self::send), the first
+    /// relay must be linked and `peer` need not be; a route that cannot be built, or a chunk
+    /// that cannot go in the format required, is an error here, and a packet that finds no
+    /// route later fails the session ([`FileError::Unavailable`]). The packets wait in the
+    /// first relay's outbox under [`FileConfig::max_outbox_bytes`](crate::file::FileConfig).
+    /// Nothing comes back through the relays (see [`ROUTED_PEER`](crate::file::ROUTED_PEER)),
+    /// so, like GhostMesh's, the session completes once every packet is sent.
     pub async fn send_file(
         &self,
         peer: &str,
@@ -503,7 +522,8 @@ impl MeshHandle {
         let new = rx.await.map_err(|_| MeshError::Stopped)??;
         let plan = Plan {
             hash_upfront: options.hash_upfront,
-            fast: options.fast,
+            fast: options.fast && !new.routed,
+            routed: new.routed,
             fast_frame_bytes: new.fast_frame_bytes,
             seed: new.seed,
         };

@@ -9,6 +9,10 @@
 //!   next hop is ourselves, packet over [`RelayConfig::max_packet_bytes`] (GhostMesh's layers
 //!   double in size per hop), malformed layers, reply routes over [`RelayConfig::max_hops`].
 //! - Routed requests time out with the mesh's request timeout, and pending ones are bounded.
+//! - At the target, GhostMesh's dispatch: a one-way delivery whose payload is a `file-*` packet
+//!   goes to the file handler (an incoming transfer of
+//!   [`ROUTED_PEER`](crate::file::ROUTED_PEER)), not to the application as an onion message;
+//!   with routing defaults set, `send_file` sends every file packet along a fresh route.
 //!
 //! The GhostMesh format is readable by every relay (the layers are plain JSON); encrypted
 //! layered packets between Rust peers live in [`crate::onion`] and [`layered`], with their own
@@ -329,6 +333,20 @@ impl Relay {
             return Err(MeshError::Send(crate::node::SendError::NoLink));
         }
         Ok(route)
+    }
+
+    /// Whether a message like `payload` can be routed to `target` now: the route can be built
+    /// and the format chosen (`Err` as [`onion`](Self::onion) would fail).
+    pub(crate) fn check_route<R: Rng + ?Sized>(
+        &self,
+        rng: &mut R,
+        linked: &[PeerId],
+        target: &str,
+        payload: &Payload,
+        opts: &RouteOptions,
+    ) -> Result<(), MeshError> {
+        let route = self.build_route(rng, linked, target, opts)?;
+        self.choose(&route, payload, opts.mode).map(|_| ())
     }
 
     /// A one-way onion message to `target`.
