@@ -304,21 +304,34 @@ fn is_null(raw: Option<&RawValue>) -> bool {
     raw.is_none_or(|r| r.get() == "null")
 }
 
-/// Decodes one client frame (text or binary payload).
+/// Decodes one client frame's payload (a binary frame, or bytes of unknown encoding).
 pub fn decode_request(bytes: &[u8]) -> Result<Request, DecodeError> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => decode_request_str(text),
+        Err(e) => Err(DecodeError {
+            action: ReplyAction::Announce,
+            info_hash: None,
+            reason: format!("request is not valid JSON: not UTF-8 ({e})"),
+        }),
+    }
+}
+
+/// Decodes one client text frame. The text is already known to be UTF-8 (the WebSocket layer
+/// checked it), so the parser does not check it again for every raw field.
+pub fn decode_request_str(text: &str) -> Result<Request, DecodeError> {
     let unreadable = |reason: String| DecodeError {
         action: ReplyAction::Announce,
         info_hash: None,
         reason,
     };
     // serde would read a JSON array as a struct, field by field: only objects are requests.
-    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
-    if first.is_some_and(|&b| b != b'{')
-        && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok()
+    let first = text.bytes().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| b != b'{')
+        && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
     {
         return Err(unreadable("invalid request: expected a JSON object".into()));
     }
-    let raw: RawRequest<'_> = match serde_json::from_slice(bytes) {
+    let raw: RawRequest<'_> = match serde_json::from_str(text) {
         Ok(r) => r,
         Err(e) if e.is_data() => {
             // Valid JSON, wrong shape (not an object, or a duplicate key).
@@ -386,9 +399,63 @@ pub fn decode_request(bytes: &[u8]) -> Result<Request, DecodeError> {
 
 fn id_field(name: &str, raw: Option<&RawValue>) -> Result<Id20, String> {
     let raw = raw.ok_or_else(|| format!("invalid {name}: missing"))?;
-    let s: std::borrow::Cow<'_, str> =
-        serde_json::from_str(raw.get()).map_err(|_| format!("invalid {name}: not a string"))?;
+    let text = raw.get();
+    // Fast path, no allocation: a well-formed id read straight from the literal. Anything else
+    // (wrong length, a character above U+00FF, not a string) takes the general path below,
+    // which also words the error.
+    if let Some(id) = id_from_literal(text) {
+        return Ok(id);
+    }
+    let s: String =
+        serde_json::from_str(text).map_err(|_| format!("invalid {name}: not a string"))?;
     Id20::from_binary_str(&s).map_err(|e| format!("invalid {name}: {e}"))
+}
+
+/// Decodes a JSON string literal (valid JSON, as serde checked it) holding exactly 20
+/// characters U+0000..=U+00FF, or `None` for anything else.
+fn id_from_literal(text: &str) -> Option<Id20> {
+    let inner = text.strip_prefix('"')?.strip_suffix('"')?.as_bytes();
+    let mut out = [0u8; 20];
+    let mut n = 0usize;
+    let mut i = 0usize;
+    while i < inner.len() {
+        let b = match inner[i] {
+            b'\\' => {
+                let esc = *inner.get(i + 1)?;
+                i += 2;
+                match esc {
+                    b'"' => b'"',
+                    b'\\' => b'\\',
+                    b'/' => b'/',
+                    b'b' => 0x08,
+                    b'f' => 0x0c,
+                    b'n' => b'\n',
+                    b'r' => b'\r',
+                    b't' => b'\t',
+                    b'u' => {
+                        let hex = std::str::from_utf8(inner.get(i..i + 4)?).ok()?;
+                        i += 4;
+                        u8::try_from(u16::from_str_radix(hex, 16).ok()?).ok()?
+                    }
+                    _ => return None,
+                }
+            }
+            b if b < 0x80 => {
+                i += 1;
+                b
+            }
+            // U+0080..=U+00FF: two bytes, lead 0xC2 or 0xC3.
+            lead @ (0xC2 | 0xC3) => {
+                let cont = *inner.get(i + 1)?;
+                i += 2;
+                ((lead & 0x1F) << 6) | (cont & 0x3F)
+            }
+            _ => return None,
+        };
+        *out.get_mut(n)? = b;
+        n += 1;
+    }
+    (n == 20).then_some(Id20(out))
 }
 
 fn object_field(name: &str, raw: Option<&RawValue>) -> Result<Box<RawValue>, String> {
@@ -597,6 +664,15 @@ impl OutMessage {
         s
     }
 
+    /// A lower bound of [`OutMessage::encode`]'s length (the relayed SDP object alone).
+    pub fn min_encoded_len(&self) -> usize {
+        match self {
+            OutMessage::Offer { offer, .. } => offer.get().len(),
+            OutMessage::Answer { answer, .. } => answer.get().len(),
+            _ => 0,
+        }
+    }
+
     fn size_hint(&self) -> usize {
         match self {
             OutMessage::Offer { offer, .. } => offer.get().len() + 160,
@@ -699,10 +775,49 @@ fn push_tail(s: &mut String, offer_id: &Id20, peer_id: &Id20, info_hash: &Id20) 
 fn push_id(s: &mut String, id: &Id20) {
     s.push('"');
     for &b in &id.0 {
-        push_escaped_char(s, b as char);
+        s.push_str(ESCAPED_BYTE[b as usize]);
     }
     s.push('"');
 }
+
+/// Each byte 0..=255 as `JSON.stringify` writes the character U+0000..=U+00FF (what
+/// [`push_escaped_char`] writes, which a test checks), looked up instead of branched on: ids are
+/// three of every relayed message's fields.
+#[rustfmt::skip]
+static ESCAPED_BYTE: [&str; 256] = [
+    "\\u0000", "\\u0001", "\\u0002", "\\u0003", "\\u0004", "\\u0005", "\\u0006", "\\u0007",
+    "\\b", "\\t", "\\n", "\\u000b", "\\f", "\\r", "\\u000e", "\\u000f",
+    "\\u0010", "\\u0011", "\\u0012", "\\u0013", "\\u0014", "\\u0015", "\\u0016", "\\u0017",
+    "\\u0018", "\\u0019", "\\u001a", "\\u001b", "\\u001c", "\\u001d", "\\u001e", "\\u001f",
+    " ", "!", "\\\"", "#", "$", "%", "&", "'",
+    "(", ")", "*", "+", ",", "-", ".", "/",
+    "0", "1", "2", "3", "4", "5", "6", "7",
+    "8", "9", ":", ";", "<", "=", ">", "?",
+    "@", "A", "B", "C", "D", "E", "F", "G",
+    "H", "I", "J", "K", "L", "M", "N", "O",
+    "P", "Q", "R", "S", "T", "U", "V", "W",
+    "X", "Y", "Z", "[", "\\\\", "]", "^", "_",
+    "`", "a", "b", "c", "d", "e", "f", "g",
+    "h", "i", "j", "k", "l", "m", "n", "o",
+    "p", "q", "r", "s", "t", "u", "v", "w",
+    "x", "y", "z", "{", "|", "}", "~", "\u{7f}",
+    "\u{80}", "\u{81}", "\u{82}", "\u{83}", "\u{84}", "\u{85}", "\u{86}", "\u{87}",
+    "\u{88}", "\u{89}", "\u{8a}", "\u{8b}", "\u{8c}", "\u{8d}", "\u{8e}", "\u{8f}",
+    "\u{90}", "\u{91}", "\u{92}", "\u{93}", "\u{94}", "\u{95}", "\u{96}", "\u{97}",
+    "\u{98}", "\u{99}", "\u{9a}", "\u{9b}", "\u{9c}", "\u{9d}", "\u{9e}", "\u{9f}",
+    "\u{a0}", "\u{a1}", "\u{a2}", "\u{a3}", "\u{a4}", "\u{a5}", "\u{a6}", "\u{a7}",
+    "\u{a8}", "\u{a9}", "\u{aa}", "\u{ab}", "\u{ac}", "\u{ad}", "\u{ae}", "\u{af}",
+    "\u{b0}", "\u{b1}", "\u{b2}", "\u{b3}", "\u{b4}", "\u{b5}", "\u{b6}", "\u{b7}",
+    "\u{b8}", "\u{b9}", "\u{ba}", "\u{bb}", "\u{bc}", "\u{bd}", "\u{be}", "\u{bf}",
+    "\u{c0}", "\u{c1}", "\u{c2}", "\u{c3}", "\u{c4}", "\u{c5}", "\u{c6}", "\u{c7}",
+    "\u{c8}", "\u{c9}", "\u{ca}", "\u{cb}", "\u{cc}", "\u{cd}", "\u{ce}", "\u{cf}",
+    "\u{d0}", "\u{d1}", "\u{d2}", "\u{d3}", "\u{d4}", "\u{d5}", "\u{d6}", "\u{d7}",
+    "\u{d8}", "\u{d9}", "\u{da}", "\u{db}", "\u{dc}", "\u{dd}", "\u{de}", "\u{df}",
+    "\u{e0}", "\u{e1}", "\u{e2}", "\u{e3}", "\u{e4}", "\u{e5}", "\u{e6}", "\u{e7}",
+    "\u{e8}", "\u{e9}", "\u{ea}", "\u{eb}", "\u{ec}", "\u{ed}", "\u{ee}", "\u{ef}",
+    "\u{f0}", "\u{f1}", "\u{f2}", "\u{f3}", "\u{f4}", "\u{f5}", "\u{f6}", "\u{f7}",
+    "\u{f8}", "\u{f9}", "\u{fa}", "\u{fb}", "\u{fc}", "\u{fd}", "\u{fe}", "\u{ff}",
+];
 
 /// Appends `text` as a JSON string literal, escaped exactly as `JSON.stringify` escapes it.
 pub fn push_json_str(s: &mut String, text: &str) {
@@ -739,6 +854,70 @@ mod tests {
 
     fn id(b: u8) -> Id20 {
         Id20([b; 20])
+    }
+
+    #[test]
+    fn id_literals_decode_like_serde_for_every_byte() {
+        // Every byte, in two positions, as JSON.stringify writes it: the fast path agrees
+        // with serde plus from_binary_str.
+        for b in 0..=255u8 {
+            let mut id = [b'x'; 20];
+            id[(b as usize) % 20] = b;
+            id[19] = b;
+            let lit = Id20(id).to_json();
+            assert_eq!(id_from_literal(&lit), Some(Id20(id)), "{lit}");
+            let s: String = serde_json::from_str(&lit).expect("valid JSON");
+            assert_eq!(Id20::from_binary_str(&s), Ok(Id20(id)));
+        }
+        // Escapes JSON.stringify does not write, but JSON allows.
+        let lit = format!(r#""\/\u0041{}""#, "y".repeat(18));
+        assert_eq!(
+            id_from_literal(&lit).map(|i| i.0[..2].to_vec()),
+            Some(b"/A".to_vec())
+        );
+        // Everything else goes to the general path (None here).
+        for bad in [
+            format!(r#""{}""#, "a".repeat(19)),
+            format!(r#""{}""#, "a".repeat(21)),
+            format!(r#""{}\u0100""#, "a".repeat(19)),
+            format!(r#""{}\ud83d\ude00""#, "a".repeat(19)),
+            format!("\"{}\u{100}\"", "a".repeat(19)),
+            "12".to_string(),
+            "null".to_string(),
+        ] {
+            assert_eq!(id_from_literal(&bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn escaped_byte_table_matches_the_escaping_rule() {
+        for b in 0..=255u8 {
+            let mut want = String::new();
+            push_escaped_char(&mut want, b as char);
+            assert_eq!(ESCAPED_BYTE[b as usize], want, "byte {b:#04x}");
+        }
+    }
+
+    #[test]
+    fn ids_decode_the_same_with_and_without_escapes() {
+        let plain = format!(r#"{{"action":"announce","info_hash":"{}","peer_id":"{}"}}"#,
+            "a".repeat(20), "\\u00ff".repeat(20));
+        match decode_request(plain.as_bytes()) {
+            Ok(Request::Announce(a)) => {
+                assert_eq!(a.info_hash, Id20([b'a'; 20]));
+                assert_eq!(a.peer_id, Id20([0xff; 20]));
+            }
+            other => panic!("{other:?}"),
+        }
+        let raw_latin1 = format!(r#"{{"action":"announce","info_hash":"{}","peer_id":"{}"}}"#,
+            "\u{e9}".repeat(20), "b".repeat(20));
+        match decode_request(raw_latin1.as_bytes()) {
+            Ok(Request::Announce(a)) => assert_eq!(a.info_hash, Id20([0xe9; 20])),
+            other => panic!("{other:?}"),
+        }
+        let e = decode_request(b"{\"action\":\"announce\",\"x\":\"\xff\"}").expect_err("not UTF-8");
+        assert_eq!(e.action, ReplyAction::Announce);
+        assert!(e.reason.contains("UTF-8"), "{}", e.reason);
     }
 
     #[test]

@@ -153,6 +153,11 @@ impl ConnHandle {
         r
     }
 
+    /// See [`OutQueue::offer_refusal`].
+    pub(super) fn offer_refusal(&self, min_len: usize) -> Option<Drop> {
+        self.lock().queue.offer_refusal(min_len)
+    }
+
     fn close(&self, code: u16, reason: &str) {
         let mut g = self.lock();
         g.queue.close(code, reason);
@@ -223,11 +228,11 @@ fn on_frame(
             Some(End::Client)
         }
         Some(Ok(Message::Text(t))) => {
-            shared.handle_frame(conn, t.as_bytes());
+            shared.handle_frame(conn, Ok(t.as_str()));
             None
         }
         Some(Ok(Message::Binary(b))) => {
-            shared.handle_frame(conn, &b);
+            shared.handle_frame(conn, Err(&b));
             None
         }
         Some(Ok(Message::Close(_))) => {

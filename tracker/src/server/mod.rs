@@ -71,9 +71,14 @@ impl Shared {
     }
 
     /// Runs one client frame through the core and delivers what it produces.
-    fn handle_frame(&self, conn: ConnId, bytes: &[u8]) {
+    /// One client frame: `Ok` a text frame (UTF-8 already checked), `Err` a binary one.
+    fn handle_frame(&self, conn: ConnId, frame: Result<&str, &[u8]>) {
         let mut out = Vec::new();
-        match crate::wire::decode_request(bytes) {
+        let decoded = match frame {
+            Ok(text) => crate::wire::decode_request_str(text),
+            Err(bytes) => crate::wire::decode_request(bytes),
+        };
+        match decoded {
             Ok(req) => {
                 self.metrics.request(match &req {
                     Request::Announce(_) => "announce",
@@ -112,6 +117,12 @@ impl Shared {
                 continue;
             };
             let is_offer = o.msg.is_offer();
+            // An offer that cannot be queued is dropped before it is encoded: under load most
+            // offer drops are to a full queue, and encoding them was wasted work.
+            if is_offer && let Some(why) = handle.offer_refusal(o.msg.min_encoded_len()) {
+                self.metrics.dropped(why);
+                continue;
+            }
             let mut kind = o.msg.kind();
             let mut text = o.msg.encode();
             if !is_offer && text.len() > self.cfg.out_queue_bytes {

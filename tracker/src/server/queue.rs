@@ -88,6 +88,19 @@ impl OutQueue {
         Ok(())
     }
 
+    /// Whether an offer of at least `min_len` bytes would be dropped now, and why: lets the
+    /// caller skip encoding an offer that cannot be queued. `None` does not promise that
+    /// [`OutQueue::push`] succeeds (the encoded offer may be longer).
+    pub fn offer_refusal(&self, min_len: usize) -> Option<Drop> {
+        if self.close.is_some() {
+            Some(Drop::RecipientGone)
+        } else if !self.fits(min_len) {
+            Some(Drop::OfferQueueFull)
+        } else {
+            None
+        }
+    }
+
     /// Asks the writer to close after the queued messages (the first request wins).
     pub fn close(&mut self, code: u16, reason: &str) {
         if self.close.is_none() {
@@ -118,6 +131,22 @@ impl OutQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn offer_refusal_agrees_with_push() {
+        let mut q = OutQueue::new(QueueLimits { messages: 2, bytes: 100 });
+        let mut ev = Vec::new();
+        assert_eq!(q.offer_refusal(10), None);
+        assert_eq!(q.offer_refusal(101), Some(Drop::OfferQueueFull));
+        assert_eq!(q.push("x".repeat(101), true, &mut ev), Err(Drop::OfferQueueFull));
+        q.push("a".into(), true, &mut ev).expect("fits");
+        q.push("b".into(), false, &mut ev).expect("fits");
+        // Full by count: an offer is refused, before and after encoding alike.
+        assert_eq!(q.offer_refusal(1), Some(Drop::OfferQueueFull));
+        assert_eq!(q.push("c".into(), true, &mut ev), Err(Drop::OfferQueueFull));
+        q.close(1000, "");
+        assert_eq!(q.offer_refusal(1), Some(Drop::RecipientGone));
+    }
 
     fn q(messages: usize, bytes: usize) -> OutQueue {
         OutQueue::new(QueueLimits { messages, bytes })
