@@ -62,6 +62,33 @@ pub struct Metrics {
     leechers: Gauge<i64, AtomicI64>,
     pending_offers: Gauge<i64, AtomicI64>,
     rss_bytes: Gauge<i64, AtomicI64>,
+    /// The per-message counters, resolved once (a family lookup hashes and locks; these are
+    /// counted for every message).
+    hot: HotCounters,
+}
+
+const REQUEST_KINDS: [&str; 4] = ["announce", "answer", "scrape", "invalid"];
+const RESPONSE_KINDS: [&str; 5] = ["announce", "offer", "answer", "scrape", "error"];
+
+#[derive(Debug)]
+struct HotCounters {
+    requests: [Counter; 4],
+    responses: [Counter; 5],
+    drops: [Counter; 4],
+}
+
+impl HotCounters {
+    fn new(
+        requests: &Family<Labels, Counter>,
+        responses: &Family<Labels, Counter>,
+        drops: &Family<Labels, Counter>,
+    ) -> Self {
+        HotCounters {
+            requests: REQUEST_KINDS.map(|k| requests.get_or_create(&[("kind", k)]).clone()),
+            responses: RESPONSE_KINDS.map(|k| responses.get_or_create(&[("kind", k)]).clone()),
+            drops: Drop::ALL.map(|d| drops.get_or_create(&[("reason", d.as_str())]).clone()),
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -89,6 +116,15 @@ impl Metrics {
             pending_offers: Gauge::default(),
             rss_bytes: Gauge::default(),
             registry: Registry::default(),
+            hot: HotCounters {
+                requests: Default::default(),
+                responses: Default::default(),
+                drops: Default::default(),
+            },
+        };
+        let m = Metrics {
+            hot: HotCounters::new(&m.requests, &m.responses, &m.drops),
+            ..m
         };
         registry.register(
             "requests",
@@ -140,17 +176,23 @@ impl Metrics {
 
     /// Counts a client message.
     pub fn request(&self, kind: &'static str) {
-        self.requests.get_or_create(&[("kind", kind)]).inc();
+        match REQUEST_KINDS.iter().position(|k| *k == kind) {
+            Some(i) => self.hot.requests[i].inc(),
+            None => self.requests.get_or_create(&[("kind", kind)]).inc(),
+        };
     }
 
     /// Counts a message sent.
     pub fn response(&self, kind: &'static str) {
-        self.responses.get_or_create(&[("kind", kind)]).inc();
+        match RESPONSE_KINDS.iter().position(|k| *k == kind) {
+            Some(i) => self.hot.responses[i].inc(),
+            None => self.responses.get_or_create(&[("kind", kind)]).inc(),
+        };
     }
 
     /// Counts an undelivered message.
     pub fn dropped(&self, why: Drop) {
-        self.drops.get_or_create(&[("reason", why.as_str())]).inc();
+        self.hot.drops[why as usize].inc();
     }
 
     /// Undelivered messages for one reason so far.

@@ -900,8 +900,11 @@ mod tests {
 
     #[test]
     fn ids_decode_the_same_with_and_without_escapes() {
-        let plain = format!(r#"{{"action":"announce","info_hash":"{}","peer_id":"{}"}}"#,
-            "a".repeat(20), "\\u00ff".repeat(20));
+        let plain = format!(
+            r#"{{"action":"announce","info_hash":"{}","peer_id":"{}"}}"#,
+            "a".repeat(20),
+            "\\u00ff".repeat(20)
+        );
         match decode_request(plain.as_bytes()) {
             Ok(Request::Announce(a)) => {
                 assert_eq!(a.info_hash, Id20([b'a'; 20]));
@@ -909,8 +912,11 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let raw_latin1 = format!(r#"{{"action":"announce","info_hash":"{}","peer_id":"{}"}}"#,
-            "\u{e9}".repeat(20), "b".repeat(20));
+        let raw_latin1 = format!(
+            r#"{{"action":"announce","info_hash":"{}","peer_id":"{}"}}"#,
+            "\u{e9}".repeat(20),
+            "b".repeat(20)
+        );
         match decode_request(raw_latin1.as_bytes()) {
             Ok(Request::Announce(a)) => assert_eq!(a.info_hash, Id20([0xe9; 20])),
             other => panic!("{other:?}"),

@@ -27,8 +27,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 
 use super::Shared;
-use super::queue::{Item, OutQueue, QueueLimits};
 use super::lean_io::LeanIo;
+use super::queue::{Item, OutQueue, QueueLimits};
 use crate::config::secs;
 use crate::metrics::Drop;
 use crate::swarm::ConnId;

@@ -190,7 +190,11 @@ mod tests {
         // An unbatched write drains the batch first.
         w.write_all(b"three").await.expect("write");
         assert_eq!(w.pending(), 0);
-        assert_eq!(w.out.capacity(), 0, "the batch buffer is freed once written");
+        assert_eq!(
+            w.out.capacity(),
+            0,
+            "the batch buffer is freed once written"
+        );
         w.set_batching(true);
         w.write_all(b",four").await.expect("write");
         w.flush().await.expect("flush");

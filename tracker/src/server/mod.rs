@@ -15,8 +15,8 @@
 
 mod conn;
 mod http;
-pub mod queue;
 mod lean_io;
+pub mod queue;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -388,7 +388,12 @@ impl Tracker {
         let _ = self.shared.shutdown.send(true);
         // Every connection closes with 1001 after what is queued for it (one that registers as
         // this runs sees the flag instead).
-        let open: Vec<Arc<ConnHandle>> = self.shared.conns.iter().map(|e| e.value().clone()).collect();
+        let open: Vec<Arc<ConnHandle>> = self
+            .shared
+            .conns
+            .iter()
+            .map(|e| e.value().clone())
+            .collect();
         for h in open {
             h.shutdown();
         }

@@ -134,11 +134,17 @@ mod tests {
 
     #[test]
     fn offer_refusal_agrees_with_push() {
-        let mut q = OutQueue::new(QueueLimits { messages: 2, bytes: 100 });
+        let mut q = OutQueue::new(QueueLimits {
+            messages: 2,
+            bytes: 100,
+        });
         let mut ev = Vec::new();
         assert_eq!(q.offer_refusal(10), None);
         assert_eq!(q.offer_refusal(101), Some(Drop::OfferQueueFull));
-        assert_eq!(q.push("x".repeat(101), true, &mut ev), Err(Drop::OfferQueueFull));
+        assert_eq!(
+            q.push("x".repeat(101), true, &mut ev),
+            Err(Drop::OfferQueueFull)
+        );
         q.push("a".into(), true, &mut ev).expect("fits");
         q.push("b".into(), false, &mut ev).expect("fits");
         // Full by count: an offer is refused, before and after encoding alike.
