@@ -48,12 +48,18 @@ fn parse_args() -> Result<Args, String> {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
             "--tracker" => a.tracker = Some(value()?),
-            "--requests" => a.requests = value()?.parse().map_err(|e| format!("--requests: {e}"))?,
-            "--min-hops" => a.min_hops = value()?.parse().map_err(|e| format!("--min-hops: {e}"))?,
+            "--requests" => {
+                a.requests = value()?.parse().map_err(|e| format!("--requests: {e}"))?
+            }
+            "--min-hops" => {
+                a.min_hops = value()?.parse().map_err(|e| format!("--min-hops: {e}"))?
+            }
             "--pad" => a.pad = value()?.parse().map_err(|e| format!("--pad: {e}"))?,
             "--delay-ms" => {
                 let v = value()?;
-                let (lo, hi) = v.split_once('-').ok_or("--delay-ms takes MIN-MAX, e.g. 200-800")?;
+                let (lo, hi) = v
+                    .split_once('-')
+                    .ok_or("--delay-ms takes MIN-MAX, e.g. 200-800")?;
                 a.delay = (
                     lo.parse().map_err(|e| format!("--delay-ms: {e}"))?,
                     hi.parse().map_err(|e| format!("--delay-ms: {e}"))?,
@@ -66,11 +72,13 @@ fn parse_args() -> Result<Args, String> {
 }
 
 async fn peer(url: &str, cfg: HiddenServiceConfig) -> Result<Mesh, Box<dyn std::error::Error>> {
-    Ok(Mesh::builder(vec![url.to_owned()], "ghostmesh-hidden-service-example")
-        .webrtc(WebRtcConfig::bound_to("127.0.0.1:0"))
-        .hidden_service(cfg)
-        .start()
-        .await?)
+    Ok(
+        Mesh::builder(vec![url.to_owned()], "ghostmesh-hidden-service-example")
+            .webrtc(WebRtcConfig::bound_to("127.0.0.1:0"))
+            .hidden_service(cfg)
+            .start()
+            .await?,
+    )
 }
 
 /// Reads a mesh's events in the background (the example needs none of them but must keep the
@@ -102,47 +110,69 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .await?,
         ),
     };
-    let url = args.tracker.clone().unwrap_or_else(|| tracker.as_ref().map(|t| t.ws_url()).unwrap_or_default());
+    let url = args
+        .tracker
+        .clone()
+        .unwrap_or_else(|| tracker.as_ref().map(|t| t.ws_url()).unwrap_or_default());
     println!("tracker {url}");
 
     let started = Instant::now();
     let master_keys = tokio::task::spawn_blocking(KeyPair::generate).await??;
     println!("master key generated in {:?}", started.elapsed());
 
-    let master = peer(&url, HiddenServiceConfig {
-        identity: Some(master_keys.clone()),
-        role: Some(HiddenRole::Master),
-        reveal_server: true,
-        fixed_packet_bytes: Some(args.pad),
-        ..HiddenServiceConfig::default()
-    })
+    let master = peer(
+        &url,
+        HiddenServiceConfig {
+            identity: Some(master_keys.clone()),
+            role: Some(HiddenRole::Master),
+            reveal_server: true,
+            fixed_packet_bytes: Some(args.pad),
+            ..HiddenServiceConfig::default()
+        },
+    )
     .await?;
     let master_id = master.peer_id().to_owned();
     master.handle_hidden_service("time", |payload: Payload, ctx| async move {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_err(|e| e.to_string())?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|e| e.to_string())?;
         let sent = match payload {
             Payload::Text(t) => json!(t),
             Payload::Json(v) => v,
         };
-        Ok(json!({"you_sent": sent, "unix_ms": now.as_millis() as u64, "key_bound": ctx.bound}).into())
+        Ok(
+            json!({"you_sent": sent, "unix_ms": now.as_millis() as u64, "key_bound": ctx.bound})
+                .into(),
+        )
     });
-    let entry = peer(&url, HiddenServiceConfig {
-        services: BTreeMap::from([("time".to_owned(), master_id.clone())]),
-        response_delay_ms: args.delay,
-        fixed_packet_bytes: Some(args.pad),
-        ..HiddenServiceConfig::default()
-    })
+    let entry = peer(
+        &url,
+        HiddenServiceConfig {
+            services: BTreeMap::from([("time".to_owned(), master_id.clone())]),
+            response_delay_ms: args.delay,
+            fixed_packet_bytes: Some(args.pad),
+            ..HiddenServiceConfig::default()
+        },
+    )
     .await?;
     let entry_id = entry.peer_id().to_owned();
-    let client = peer(&url, HiddenServiceConfig {
-        entry_peers: vec![entry_id.clone()],
-        master_public_key: Some(master_keys.public().clone()),
-        min_hops: args.min_hops,
-        fixed_packet_bytes: Some(args.pad),
-        ..HiddenServiceConfig::default()
-    })
+    let client = peer(
+        &url,
+        HiddenServiceConfig {
+            entry_peers: vec![entry_id.clone()],
+            master_public_key: Some(master_keys.public().clone()),
+            min_hops: args.min_hops,
+            fixed_packet_bytes: Some(args.pad),
+            ..HiddenServiceConfig::default()
+        },
+    )
     .await?;
-    println!("master {}  entry {}  client {}", &master_id[..8], &entry_id[..8], &client.peer_id()[..8]);
+    println!(
+        "master {}  entry {}  client {}",
+        &master_id[..8],
+        &entry_id[..8],
+        &client.peer_id()[..8]
+    );
     let (master_task, entry_task) = (drain(master), drain(entry));
 
     // Wait (bounded) until the client links to the entry.
@@ -153,13 +183,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    println!("is the master a server? {}", client.is_server(&master_id).await?);
-    println!("is the entry a server?  {}", client.is_server(&entry_id).await?);
+    println!(
+        "is the master a server? {}",
+        client.is_server(&master_id).await?
+    );
+    println!(
+        "is the entry a server?  {}",
+        client.is_server(&entry_id).await?
+    );
 
     for i in 0..args.requests {
         let t0 = Instant::now();
         let reply = client
-            .request_hidden_service("time", format!("request {i}").into(), HiddenRequestOptions::default())
+            .request_hidden_service(
+                "time",
+                format!("request {i}").into(),
+                HiddenRequestOptions::default(),
+            )
             .await?;
         let shown = match &reply.payload {
             Payload::Json(v) => v.to_string(),

@@ -150,7 +150,9 @@ async fn main() {
                 }
             }
             Some(MeshEvent::File(session)) => {
-                let Some(dir) = args.receive.clone() else { continue };
+                let Some(dir) = args.receive.clone() else {
+                    continue;
+                };
                 tokio::spawn(async move {
                     let name = std::path::Path::new(session.name())
                         .file_name()

@@ -38,7 +38,10 @@ fn data(len: usize, seed: u64) -> Vec<u8> {
 }
 
 fn sha256_hex(d: &[u8]) -> String {
-    Sha256::digest(d).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(d)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// A fresh directory under the system temp dir, removed on drop.
@@ -87,7 +90,12 @@ async fn pair_with(link: MemoryConfig, files_a: FileConfig, files_b: FileConfig)
     let mut b = start("b", 2, files_b).await.unwrap();
     let b_id = wait_for(&mut a, "A meets B", connected("A")).await;
     wait_for(&mut b, "B meets A", connected("B")).await;
-    Pair { tracker, a, b, b_id }
+    Pair {
+        tracker,
+        a,
+        b,
+        b_id,
+    }
 }
 
 impl Pair {
@@ -122,7 +130,10 @@ async fn sizes_around_chunk_boundaries_round_trip_in_both_formats() {
     };
     let mut p = pair(MemoryConfig::default(), files).await;
     for fast in [false, true] {
-        for (i, size) in [0usize, 1, 12_287, 12_288, 12_289, 3 * 12_288 + 5, 300_000].into_iter().enumerate() {
+        for (i, size) in [0usize, 1, 12_287, 12_288, 12_289, 3 * 12_288 + 5, 300_000]
+            .into_iter()
+            .enumerate()
+        {
             let bytes = data(size, i as u64);
             let meta = json!({"i": i, "fast": fast});
             let options = FileOptions {
@@ -131,23 +142,44 @@ async fn sizes_around_chunk_boundaries_round_trip_in_both_formats() {
                 metadata: Some(meta.clone()),
                 ..opts(fast)
             };
-            let out = p.a.send_file(&p.b_id, FileSource::bytes(bytes.clone()), options).await.unwrap();
-            assert_eq!((out.direction(), out.size(), out.name()), (Direction::Outgoing, size as u64, format!("f{i}.bin").as_str()));
+            let out =
+                p.a.send_file(&p.b_id, FileSource::bytes(bytes.clone()), options)
+                    .await
+                    .unwrap();
+            assert_eq!(
+                (out.direction(), out.size(), out.name()),
+                (
+                    Direction::Outgoing,
+                    size as u64,
+                    format!("f{i}.bin").as_str()
+                )
+            );
             let inc = incoming(&mut p.b).await;
             assert_eq!(inc.transfer_id(), out.transfer_id());
             assert_eq!(inc.transfer_id().len(), 16);
-            assert_eq!((inc.name(), inc.mime_type()), (format!("f{i}.bin").as_str(), "application/x-test"));
+            assert_eq!(
+                (inc.name(), inc.mime_type()),
+                (format!("f{i}.bin").as_str(), "application/x-test")
+            );
             assert_eq!(inc.metadata(), Some(&meta));
             assert_eq!(inc.size(), size as u64);
             assert_eq!(inc.chunk_size(), 12_288);
             assert_eq!(inc.total_chunks(), (size as u64).div_ceil(12_288).max(1));
             assert_eq!(inc.direction(), Direction::Incoming);
             assert_eq!(inc.peer_id(), p.a.peer_id());
-            within("incoming completes", inc.wait_until_complete()).await.unwrap();
-            within("outgoing completes", out.wait_until_complete()).await.unwrap();
+            within("incoming completes", inc.wait_until_complete())
+                .await
+                .unwrap();
+            within("outgoing completes", out.wait_until_complete())
+                .await
+                .unwrap();
             assert_eq!(inc.status(), FileStatus::Complete);
             assert_eq!((inc.progress(), out.progress()), (1.0, 1.0));
-            assert_eq!(inc.read_range(0, size as u64).await.unwrap(), bytes, "size {size} fast {fast}");
+            assert_eq!(
+                inc.read_range(0, size as u64).await.unwrap(),
+                bytes,
+                "size {size} fast {fast}"
+            );
             let mut streamed = Vec::new();
             inc.reader().read_to_end(&mut streamed).await.unwrap();
             assert_eq!(streamed, bytes);
@@ -156,7 +188,11 @@ async fn sizes_around_chunk_boundaries_round_trip_in_both_formats() {
             assert_eq!(std::fs::read(&saved).unwrap(), bytes);
             std::fs::remove_file(&saved).unwrap();
             if size == 300_000 {
-                assert_eq!(out.fast_path(), fast, "the fast path is used exactly when offered");
+                assert_eq!(
+                    out.fast_path(),
+                    fast,
+                    "the fast path is used exactly when offered"
+                );
             }
         }
     }
@@ -179,22 +215,43 @@ async fn a_64_mib_file_goes_through_disk_on_the_fast_path() {
     };
     let mut p = pair(MemoryConfig::default(), files).await;
     let t = Instant::now();
-    let out = p.a.send_file(&p.b_id, FileSource::path(&src), FileOptions { hash_upfront: true, ..opts(true) }).await.unwrap();
+    let out =
+        p.a.send_file(
+            &p.b_id,
+            FileSource::path(&src),
+            FileOptions {
+                hash_upfront: true,
+                ..opts(true)
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(out.name(), "source.bin");
     let inc = incoming(&mut p.b).await;
     // The bytes land in a temporary file in the configured directory while they arrive.
     assert_eq!(recv_dir.files(), 1);
-    within("64 MiB arrive", inc.wait_until_complete()).await.unwrap();
-    within("sender confirmed", out.wait_until_complete()).await.unwrap();
+    within("64 MiB arrive", inc.wait_until_complete())
+        .await
+        .unwrap();
+    within("sender confirmed", out.wait_until_complete())
+        .await
+        .unwrap();
     println!("64 MiB over memory links (debug build): {:?}", t.elapsed());
     assert!(out.fast_path());
     let saved = dir.0.join("saved.bin");
     inc.save_to(&saved).await.unwrap();
-    assert_eq!(sha256_hex(&std::fs::read(&saved).unwrap()), sha256_hex(&bytes));
+    assert_eq!(
+        sha256_hex(&std::fs::read(&saved).unwrap()),
+        sha256_hex(&bytes)
+    );
     assert_eq!(inc.bytes(), 64 << 20);
     drop(inc);
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(recv_dir.files(), 0, "the temporary file goes with the session");
+    assert_eq!(
+        recv_dir.files(),
+        0,
+        "the temporary file goes with the session"
+    );
     p.stop().await;
 }
 
@@ -225,7 +282,10 @@ async fn pause_and_resume_on_either_side() {
     let mut p = pair(slow(), files).await;
     for fast in [false, true] {
         let bytes = data(3 << 20, 3);
-        let out = p.a.send_file(&p.b_id, FileSource::bytes(bytes.clone()), opts(fast)).await.unwrap();
+        let out =
+            p.a.send_file(&p.b_id, FileSource::bytes(bytes.clone()), opts(fast))
+                .await
+                .unwrap();
         let inc = incoming(&mut p.b).await;
         let mut events = out.events();
 
@@ -242,8 +302,14 @@ async fn pause_and_resume_on_either_side() {
         while let Ok(Ok(e)) = tokio::time::timeout(Duration::from_millis(10), events.recv()).await {
             seen.push(e);
         }
-        assert!(seen.contains(&ghostmesh::file::FileEvent::Paused), "{seen:?}");
-        assert!(seen.contains(&ghostmesh::file::FileEvent::Resumed), "{seen:?}");
+        assert!(
+            seen.contains(&ghostmesh::file::FileEvent::Paused),
+            "{seen:?}"
+        );
+        assert!(
+            seen.contains(&ghostmesh::file::FileEvent::Resumed),
+            "{seen:?}"
+        );
 
         if fast {
             // The receiver pauses: it stops acknowledging, so the sender stops within its
@@ -257,7 +323,9 @@ async fn pause_and_resume_on_either_side() {
             assert!(held < bytes.len() as u64);
             inc.resume().await;
         }
-        within("completes after resume", inc.wait_until_complete()).await.unwrap();
+        within("completes after resume", inc.wait_until_complete())
+            .await
+            .unwrap();
         out.wait_until_complete().await.unwrap();
         assert_eq!(inc.read_range(0, bytes.len() as u64).await.unwrap(), bytes);
     }
@@ -276,16 +344,37 @@ async fn cancel_from_either_side_ends_both_and_frees_the_file() {
     };
     let mut p = pair(slow(), files).await;
     for sender_cancels in [true, false] {
-        let out = p.a.send_file(&p.b_id, FileSource::bytes(data(4 << 20, 4)), opts(true)).await.unwrap();
+        let out =
+            p.a.send_file(&p.b_id, FileSource::bytes(data(4 << 20, 4)), opts(true))
+                .await
+                .unwrap();
         let inc = incoming(&mut p.b).await;
         wait_bytes(&inc, 100_000).await;
-        let (me, them) = if sender_cancels { (&out, &inc) } else { (&inc, &out) };
+        let (me, them) = if sender_cancels {
+            (&out, &inc)
+        } else {
+            (&inc, &out)
+        };
         me.cancel("changed my mind").await;
         assert!(me.canceled());
-        let err = within("the other side sees the cancel", them.wait_until_complete()).await.unwrap_err();
-        assert_eq!(err, FileError::Canceled { reason: "changed my mind".into(), by_peer: true });
+        let err = within("the other side sees the cancel", them.wait_until_complete())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            FileError::Canceled {
+                reason: "changed my mind".into(),
+                by_peer: true
+            }
+        );
         assert!(them.canceled());
-        assert_eq!(me.error(), Some(FileError::Canceled { reason: "changed my mind".into(), by_peer: false }));
+        assert_eq!(
+            me.error(),
+            Some(FileError::Canceled {
+                reason: "changed my mind".into(),
+                by_peer: false
+            })
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(dir.files(), 0, "a canceled transfer's file is gone at once");
     }
@@ -301,22 +390,35 @@ async fn ranges_and_streams_are_readable_before_completion() {
     let bytes = data(size, 5);
     // GhostMesh format: the far range is asked for with file-range-request and served
     // ahead of the queued chunks.
-    let out = p.a.send_file(&p.b_id, FileSource::bytes(bytes.clone()), opts(false)).await.unwrap();
+    let out =
+        p.a.send_file(&p.b_id, FileSource::bytes(bytes.clone()), opts(false))
+            .await
+            .unwrap();
     let inc = incoming(&mut p.b).await;
     let far = (3 << 20) as u64;
-    let got = within("a far range", inc.read_range(far, far + 5000)).await.unwrap();
+    let got = within("a far range", inc.read_range(far, far + 5000))
+        .await
+        .unwrap();
     assert_eq!(got, bytes[far as usize..far as usize + 5000]);
     assert_ne!(inc.status(), FileStatus::Complete);
-    assert!(inc.bytes() < size as u64 / 2, "the range came before the sequential flow: {}", inc.bytes());
+    assert!(
+        inc.bytes() < size as u64 / 2,
+        "the range came before the sequential flow: {}",
+        inc.bytes()
+    );
 
     // A stream yields the first bytes before the transfer completes.
     let mut reader = inc.reader();
     let mut first = vec![0u8; 1000];
-    within("stream start", reader.read_exact(&mut first)).await.unwrap();
+    within("stream start", reader.read_exact(&mut first))
+        .await
+        .unwrap();
     assert_eq!(first, bytes[..1000]);
     assert_ne!(inc.status(), FileStatus::Complete);
     let mut rest = Vec::new();
-    within("stream rest", reader.read_to_end(&mut rest)).await.unwrap();
+    within("stream rest", reader.read_to_end(&mut rest))
+        .await
+        .unwrap();
     assert_eq!(rest, bytes[1000..]);
     inc.wait_until_complete().await.unwrap();
     out.wait_until_complete().await.unwrap();
@@ -343,7 +445,11 @@ async fn send_packet(raw: &dyn Link, v: Value) {
 }
 
 /// Reads GhostMesh packets off the raw link until `pick` takes one (bounded).
-async fn recv_packet<T>(raw: &dyn Link, r: &mut Reassembler<u8>, mut pick: impl FnMut(&Value) -> Option<T>) -> T {
+async fn recv_packet<T>(
+    raw: &dyn Link,
+    r: &mut Reassembler<u8>,
+    mut pick: impl FnMut(&Value) -> Option<T>,
+) -> T {
     within("a packet from the mesh", async {
         loop {
             match raw.recv().await {
@@ -357,8 +463,11 @@ async fn recv_packet<T>(raw: &dyn Link, r: &mut Reassembler<u8>, mut pick: impl 
                     }
                 }
                 // A Rust peer's hello (capabilities): JavaScript peers ignore such frames.
-                Some(Frame::Binary(b)) if b.starts_with(&ghostmesh::relay::layered::HELLO_MAGIC) => {}
-                Some(Frame::Binary(_)) => panic!("a GhostMesh peer must never get file or onion binary frames"),
+                Some(Frame::Binary(b))
+                    if b.starts_with(&ghostmesh::relay::layered::HELLO_MAGIC) => {}
+                Some(Frame::Binary(_)) => {
+                    panic!("a GhostMesh peer must never get file or onion binary frames")
+                }
                 None => panic!("raw link closed"),
             }
         }
@@ -392,7 +501,10 @@ async fn raw_setup(files: FileConfig) -> (Tracker, Mesh, Box<dyn Link>, String) 
     raw_setup_with(files, MemoryConfig::default()).await
 }
 
-async fn raw_setup_with(files: FileConfig, link: MemoryConfig) -> (Tracker, Mesh, Box<dyn Link>, String) {
+async fn raw_setup_with(
+    files: FileConfig,
+    link: MemoryConfig,
+) -> (Tracker, Mesh, Box<dyn Link>, String) {
     let tracker = start_tracker("127.0.0.1:0").await;
     let url = tracker.ws_url();
     let net = MemoryNetwork::new(link);
@@ -403,7 +515,10 @@ async fn raw_setup_with(files: FileConfig, link: MemoryConfig) -> (Tracker, Mesh
         .start()
         .await
         .unwrap();
-    wait_for(&mut a, "TrackerConnected", |e| matches!(e, MeshEvent::TrackerConnected { .. }).then_some(())).await;
+    wait_for(&mut a, "TrackerConnected", |e| {
+        matches!(e, MeshEvent::TrackerConnected { .. }).then_some(())
+    })
+    .await;
     let raw = raw_peer(&url, &net, SWARM).await;
     let raw_id = wait_for(&mut a, "A meets the raw peer", connected("A")).await;
     (tracker, a, raw, raw_id)
@@ -438,12 +553,18 @@ async fn ghostmesh_packets_in_and_bad_input_ends_sessions_cleanly() {
     for (i, c) in d.chunks(1024).enumerate().take(3) {
         send_packet(raw, chunk("aaaa000000000001", i, i * 1024, c)).await;
     }
-    send_packet(raw, chunk("aaaa000000000001", 1, 1500, &d[1500..1500 + 2048])).await;
+    send_packet(
+        raw,
+        chunk("aaaa000000000001", 1, 1500, &d[1500..1500 + 2048]),
+    )
+    .await;
     for (i, c) in d.chunks(1024).enumerate().skip(3) {
         send_packet(raw, chunk("aaaa000000000001", i, i * 1024, c)).await;
     }
     send_packet(raw, end("aaaa000000000001")).await;
-    within("GhostMesh transfer completes", inc.wait_until_complete()).await.unwrap();
+    within("GhostMesh transfer completes", inc.wait_until_complete())
+        .await
+        .unwrap();
     assert_eq!(inc.bytes(), d.len() as u64);
     assert_eq!(inc.read_range(0, d.len() as u64).await.unwrap(), d);
 
@@ -451,21 +572,35 @@ async fn ghostmesh_packets_in_and_bad_input_ends_sessions_cleanly() {
     let good = data(3000, 11);
     let mut bad = good.clone();
     bad[1234] ^= 0xff;
-    send_packet(raw, offer("aaaa000000000002", 3000, 1024, Some(sha256_hex(&good)))).await;
+    send_packet(
+        raw,
+        offer("aaaa000000000002", 3000, 1024, Some(sha256_hex(&good))),
+    )
+    .await;
     let inc = incoming(&mut a).await;
     for (i, c) in bad.chunks(1024).enumerate() {
         send_packet(raw, chunk("aaaa000000000002", i, i * 1024, c)).await;
     }
     send_packet(raw, end("aaaa000000000002")).await;
-    let err = within("hash check", inc.wait_until_complete()).await.unwrap_err();
-    assert!(matches!(&err, FileError::Integrity(m) if m.contains("SHA-256 mismatch")), "{err}");
+    let err = within("hash check", inc.wait_until_complete())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, FileError::Integrity(m) if m.contains("SHA-256 mismatch")),
+        "{err}"
+    );
 
     // A chunk past the size fails the transfer, and the sender is told.
     send_packet(raw, offer("aaaa000000000003", 2000, 1024, None)).await;
     let inc = incoming(&mut a).await;
     send_packet(raw, chunk("aaaa000000000003", 1, 1024, &[0; 1000])).await;
-    let err = within("offset check", inc.wait_until_complete()).await.unwrap_err();
-    assert!(matches!(&err, FileError::Protocol(m) if m.contains("past the size")), "{err}");
+    let err = within("offset check", inc.wait_until_complete())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, FileError::Protocol(m) if m.contains("past the size")),
+        "{err}"
+    );
     let reason = recv_packet(raw, &mut r, |v| {
         (v["__ghostmeshInternal"] == "file-cancel" && v["transferId"] == "aaaa000000000003")
             .then(|| v["reason"].as_str().unwrap_or_default().to_owned())
@@ -478,8 +613,13 @@ async fn ghostmesh_packets_in_and_bad_input_ends_sessions_cleanly() {
     let inc = incoming(&mut a).await;
     send_packet(raw, chunk("aaaa000000000004", 0, 0, &[1; 1024])).await;
     send_packet(raw, end("aaaa000000000004")).await;
-    let err = within("completeness check", inc.wait_until_complete()).await.unwrap_err();
-    assert!(matches!(&err, FileError::Integrity(m) if m.contains("1024 bytes missing")), "{err}");
+    let err = within("completeness check", inc.wait_until_complete())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, FileError::Integrity(m) if m.contains("1024 bytes missing")),
+        "{err}"
+    );
 
     // Too large: refused with a file-cancel the GhostMesh sender understands.
     send_packet(raw, offer("aaaa000000000005", 2 << 20, 12288, None)).await;
@@ -501,11 +641,16 @@ async fn ghostmesh_packets_in_and_bad_input_ends_sessions_cleanly() {
     send_packet(raw, offer("aaaa000000000006", 5000, 1024, None)).await;
     let inc = incoming(&mut a).await;
     send_packet(raw, chunk("aaaa000000000006", 0, 0, &[2; 1024])).await;
-    let err = within("idle timeout", inc.wait_until_complete()).await.unwrap_err();
+    let err = within("idle timeout", inc.wait_until_complete())
+        .await
+        .unwrap_err();
     assert_eq!(err, FileError::Timeout);
 
     let stats = a.handle().file_stats().await.unwrap();
-    assert!(stats.unknown_transfer >= 1 && stats.refused_offers >= 1, "{stats:?}");
+    assert!(
+        stats.unknown_transfer >= 1 && stats.refused_offers >= 1,
+        "{stats:?}"
+    );
     assert_eq!((stats.incoming, stats.outgoing), (0, 0), "{stats:?}");
     drop(inc);
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -522,7 +667,14 @@ async fn a_ghostmesh_receiver_gets_ghostmesh_packets_only() {
     let mut r = Reassembler::<u8>::new(ReassemblyLimits::default());
     let d = data(2 * 12_288 + 100, 12);
     let out = a
-        .send_file(&raw_id, FileSource::bytes(d.clone()), FileOptions { metadata: Some(json!({"m": 1})), ..FileOptions::default() })
+        .send_file(
+            &raw_id,
+            FileSource::bytes(d.clone()),
+            FileOptions {
+                metadata: Some(json!({"m": 1})),
+                ..FileOptions::default()
+            },
+        )
         .await
         .unwrap();
     let offer = recv_packet(raw, &mut r, |v| Some(v.clone())).await;
@@ -535,16 +687,26 @@ async fn a_ghostmesh_receiver_gets_ghostmesh_packets_only() {
     for i in 0..3 {
         let v = recv_packet(raw, &mut r, |v| Some(v.clone())).await;
         assert_eq!(v["__ghostmeshInternal"], "file-chunk", "{v}");
-        assert_eq!((v["chunkIndex"].as_u64(), v["offset"].as_u64()), (Some(i), Some(i * 12_288)));
+        assert_eq!(
+            (v["chunkIndex"].as_u64(), v["offset"].as_u64()),
+            (Some(i), Some(i * 12_288))
+        );
         use base64::Engine as _;
-        let bytes = base64::engine::general_purpose::STANDARD.decode(v["data"].as_str().unwrap()).unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(v["data"].as_str().unwrap())
+            .unwrap();
         got[i as usize * 12_288..i as usize * 12_288 + bytes.len()].copy_from_slice(&bytes);
     }
     assert_eq!(got, d);
     let v = recv_packet(raw, &mut r, |v| Some(v.clone())).await;
     assert_eq!(v["__ghostmeshInternal"], "file-end");
     assert_eq!(v["sha256"], sha256_hex(&d).as_str());
-    within("sent is complete toward GhostMesh", out.wait_until_complete()).await.unwrap();
+    within(
+        "sent is complete toward GhostMesh",
+        out.wait_until_complete(),
+    )
+    .await
+    .unwrap();
     assert!(!out.fast_path());
     drop(a);
     tracker.shutdown().await;
@@ -568,10 +730,17 @@ async fn files_cross_real_webrtc_in_both_formats() {
     for fast in [false, true] {
         for size in [0usize, 1, 12_287, 12_288, 12_289, 3 << 20] {
             let d = data(size, 13 + size as u64);
-            let out = a.send_file(&b_id, FileSource::bytes(d.clone()), opts(fast)).await.unwrap();
+            let out = a
+                .send_file(&b_id, FileSource::bytes(d.clone()), opts(fast))
+                .await
+                .unwrap();
             let inc = incoming(&mut b).await;
-            within("webrtc transfer", inc.wait_until_complete()).await.unwrap();
-            within("sender done", out.wait_until_complete()).await.unwrap();
+            within("webrtc transfer", inc.wait_until_complete())
+                .await
+                .unwrap();
+            within("sender done", out.wait_until_complete())
+                .await
+                .unwrap();
             if size == 3 << 20 {
                 assert_eq!(out.fast_path(), fast);
             }
@@ -583,4 +752,3 @@ async fn files_cross_real_webrtc_in_both_formats() {
     b.stop().await;
     tracker.shutdown().await;
 }
-

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use ghostmesh::hidden::crypto::{self, Binding};
 use ghostmesh::hidden::packet::{self, Request};
-use ghostmesh::hidden::{HiddenError, HiddenRequestOptions, HiddenRole, HiddenServiceConfig, KeyPair};
+use ghostmesh::hidden::{
+    HiddenError, HiddenRequestOptions, HiddenRole, HiddenServiceConfig, KeyPair,
+};
 use ghostmesh::mesh::{Mesh, MeshError};
 use ghostmesh::signal::SignalConfig;
 use ghostmesh::transport::connector::MemoryNetwork;
@@ -26,7 +28,13 @@ use support::{start_tracker, within};
 /// RSA key generation is slow in bulk: each test process makes these once.
 fn keys() -> &'static (KeyPair, KeyPair, KeyPair) {
     static KEYS: OnceLock<(KeyPair, KeyPair, KeyPair)> = OnceLock::new();
-    KEYS.get_or_init(|| (KeyPair::generate().unwrap(), KeyPair::generate().unwrap(), KeyPair::generate().unwrap()))
+    KEYS.get_or_init(|| {
+        (
+            KeyPair::generate().unwrap(),
+            KeyPair::generate().unwrap(),
+            KeyPair::generate().unwrap(),
+        )
+    })
 }
 fn master_keys() -> &'static KeyPair {
     &keys().0
@@ -57,7 +65,11 @@ async fn mesh_of(swarm: &str, cfgs: Vec<Role>, seed: u64) -> Net {
     let n = cfgs.len();
     let mut ids = Vec::new();
     for i in 0..n {
-        let mut m = Mesh::builder(vec![url.clone()], &format!("{swarm}-probe")).seed(seed + i as u64).start().await.unwrap();
+        let mut m = Mesh::builder(vec![url.clone()], &format!("{swarm}-probe"))
+            .seed(seed + i as u64)
+            .start()
+            .await
+            .unwrap();
         ids.push(m.peer_id().to_owned());
         m.stop().await;
     }
@@ -125,7 +137,10 @@ fn roles(fixed: Option<usize>, delay: (u64, u64)) -> Vec<Role> {
 
 fn serve_echo(master: &Mesh) {
     master.handle_hidden_service("echo", |payload: Payload, ctx| async move {
-        Ok(json!({"echo": payload_json(&payload), "bound": ctx.bound, "service": ctx.service}).into())
+        Ok(
+            json!({"echo": payload_json(&payload), "bound": ctx.bound, "service": ctx.service})
+                .into(),
+        )
     });
 }
 
@@ -158,11 +173,22 @@ async fn client_entry_master_round_trip_with_padding_and_key_binding() {
     serve_echo(master);
 
     // Text and JSON, with emoji; the master saw a bound key; the response is padded exactly.
-    for payload in [Payload::Text("héllo 😀".into()), json!({"a": [1, 2, {"b": "c"}]}).into()] {
-        let reply = within("hidden request", client.request_hidden_service("echo", payload.clone(), HiddenRequestOptions::default()))
-            .await
-            .unwrap();
-        assert_eq!(reply.payload, Payload::Json(json!({"echo": payload_json(&payload), "bound": true, "service": "echo"})));
+    for payload in [
+        Payload::Text("héllo 😀".into()),
+        json!({"a": [1, 2, {"b": "c"}]}).into(),
+    ] {
+        let reply = within(
+            "hidden request",
+            client.request_hidden_service("echo", payload.clone(), HiddenRequestOptions::default()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            reply.payload,
+            Payload::Json(
+                json!({"echo": payload_json(&payload), "bound": true, "service": "echo"})
+            )
+        );
         assert_eq!(reply.entry, net.ids[1]);
         assert_eq!(reply.simulated_hops, 3);
         // The entry re-pads from scratch: exact size after it rewrote the counters.
@@ -171,15 +197,24 @@ async fn client_entry_master_round_trip_with_padding_and_key_binding() {
     assert_eq!(master.hidden_stats().served, 2);
     assert_eq!(entry.hidden_stats().forwarded, 2);
     // No master key: a clear error before anything is sent.
-    let err = entry.request_hidden_service("echo", "x".into(), HiddenRequestOptions::default()).await.unwrap_err();
+    let err = entry
+        .request_hidden_service("echo", "x".into(), HiddenRequestOptions::default())
+        .await
+        .unwrap_err();
     assert_eq!(err, MeshError::Hidden(HiddenError::NoMasterKey));
 
     // A temporary key pair per request when none is configured (GhostMesh's default client).
     let temp = &net.meshes[3];
-    let reply = within("temporary key", temp.request_hidden_service("echo", "t".into(), HiddenRequestOptions::default()))
-        .await
-        .unwrap();
-    assert_eq!(reply.payload, Payload::Json(json!({"echo": "t", "bound": true, "service": "echo"})));
+    let reply = within(
+        "temporary key",
+        temp.request_hidden_service("echo", "t".into(), HiddenRequestOptions::default()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        reply.payload,
+        Payload::Json(json!({"echo": "t", "bound": true, "service": "echo"}))
+    );
 
     let reply = within(
         "request with the entry named",
@@ -195,33 +230,59 @@ async fn client_entry_master_round_trip_with_padding_and_key_binding() {
     )
     .await
     .unwrap();
-    assert_eq!(reply.simulated_hops, 2, "asked for 1 hop, the route entry->master is 2");
+    assert_eq!(
+        reply.simulated_hops, 2,
+        "asked for 1 hop, the route entry->master is 2"
+    );
 
     // An entry learns a service's master at run time too.
     assert_eq!(entry.route_hidden_service("echo2", Some(&net.ids[2])), None);
     master.handle_hidden_service("echo2", |p: Payload, _| async move { Ok(p) });
-    let reply = within("runtime route", client.request_hidden_service("echo2", "r".into(), HiddenRequestOptions::default()))
-        .await
-        .unwrap();
+    let reply = within(
+        "runtime route",
+        client.request_hidden_service("echo2", "r".into(), HiddenRequestOptions::default()),
+    )
+    .await
+    .unwrap();
     assert_eq!(reply.payload, Payload::Text("r".into()));
-    assert_eq!(entry.route_hidden_service("echo2", None), Some(net.ids[2].clone()));
+    assert_eq!(
+        entry.route_hidden_service("echo2", None),
+        Some(net.ids[2].clone())
+    );
 
     // Unknown service: a clear error, counted at the entry (GhostMesh's entry stays silent).
-    let err = within("unknown service", client.request_hidden_service("nope", "x".into(), HiddenRequestOptions::default()))
-        .await
-        .unwrap_err();
+    let err = within(
+        "unknown service",
+        client.request_hidden_service("nope", "x".into(), HiddenRequestOptions::default()),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(remote_code(err), "unknown-service");
     assert_eq!(entry.hidden_stats().dropped("unknown_service"), 1);
 
     // Server reveal: the master proves it holds the key; the entry does not.
-    assert!(within("reveal", client.is_server(&net.ids[2])).await.unwrap());
-    assert!(!within("reveal", client.is_server(&net.ids[1])).await.unwrap());
+    assert!(
+        within("reveal", client.is_server(&net.ids[2]))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !within("reveal", client.is_server(&net.ids[1]))
+            .await
+            .unwrap()
+    );
     assert_eq!(master.hidden_stats().revealed, 1);
     assert_eq!(entry.hidden_stats().dropped("reveal_refused"), 1);
 }
 
 /// A request made by hand (what a malicious entry or relay could send), straight to the master.
-fn crafted(service: &str, client: &KeyPair, bind_to: Option<&KeyPair>, payload: &Payload, seed: u64) -> Request {
+fn crafted(
+    service: &str,
+    client: &KeyPair,
+    bind_to: Option<&KeyPair>,
+    payload: &Payload,
+    seed: u64,
+) -> Request {
     let mut rng = StdRng::seed_from_u64(seed);
     let (request_id, nonce) = (format!("{seed:016x}"), format!("{:016x}", seed + 1));
     let binder = bind_to.unwrap_or(client);
@@ -231,7 +292,13 @@ fn crafted(service: &str, client: &KeyPair, bind_to: Option<&KeyPair>, payload: 
         nonce: &nonce,
     };
     let key = crypto::content_key(&mut rng, bind_to.map(|_| binding));
-    let body = crypto::seal(&mut rng, master_keys().public(), &key, &packet::plaintext(payload)).unwrap();
+    let body = crypto::seal(
+        &mut rng,
+        master_keys().public(),
+        &key,
+        &packet::plaintext(payload),
+    )
+    .unwrap();
     Request {
         service: service.into(),
         request_id,
@@ -244,8 +311,12 @@ fn crafted(service: &str, client: &KeyPair, bind_to: Option<&KeyPair>, payload: 
 
 /// Sends `req` to `to` and returns the decrypted answer (with `keys`) as JSON.
 async fn ask(from: &Mesh, to: &str, v: Value, keys: &KeyPair) -> Value {
-    let answer = within("crafted request", from.send(to, Payload::Json(v))).await.unwrap();
-    let Payload::Json(answer) = answer else { panic!("not JSON") };
+    let answer = within("crafted request", from.send(to, Payload::Json(v)))
+        .await
+        .unwrap();
+    let Payload::Json(answer) = answer else {
+        panic!("not JSON")
+    };
     assert_eq!(answer["__ghostmeshInternal"], "hidden-service-response");
     let env = crypto::Envelope::from_json(&answer["body"], 1 << 20).unwrap();
     let opened = crypto::open(keys, &env).unwrap();
@@ -273,7 +344,13 @@ async fn masters_refuse_swapped_keys_replays_tampering_and_bad_padding() {
     };
 
     // A well-formed bound request is served, once; the same packet again is a replay.
-    let good = pad(packet::request(&crafted("echo", client_keys(), Some(client_keys()), &p, 10)));
+    let good = pad(packet::request(&crafted(
+        "echo",
+        client_keys(),
+        Some(client_keys()),
+        &p,
+        10,
+    )));
     let a = ask(client, &master_id, good.clone(), client_keys()).await;
     assert_eq!(a["echo"], "secret");
     assert_eq!(a["bound"], true);
@@ -284,28 +361,66 @@ async fn masters_refuse_swapped_keys_replays_tampering_and_bad_padding() {
     // An entry swaps in its own key to read the response: the binding catches it.
     let mut swapped = crafted("echo", client_keys(), Some(client_keys()), &p, 20);
     swapped.client_public_key = other_keys().public().to_pem();
-    let a = ask(client, &master_id, pad(packet::request(&swapped)), other_keys()).await;
+    let a = ask(
+        client,
+        &master_id,
+        pad(packet::request(&swapped)),
+        other_keys(),
+    )
+    .await;
     assert_eq!(a["code"], "key-swap");
     // Swapped ids are caught the same way.
     let mut reid = crafted("echo", client_keys(), Some(client_keys()), &p, 30);
     reid.request_id = "ffffffffffffffff".into();
-    let a = ask(client, &master_id, pad(packet::request(&reid)), client_keys()).await;
+    let a = ask(
+        client,
+        &master_id,
+        pad(packet::request(&reid)),
+        client_keys(),
+    )
+    .await;
     assert_eq!(a["code"], "key-swap");
     assert_eq!(master.hidden_stats().dropped("key_swap"), 2);
 
     // An unbound (GhostMesh client) request is still served, and says so.
     let legacy = crafted("echo", client_keys(), None, &p, 40);
-    let a = ask(client, &master_id, pad(packet::request(&legacy)), client_keys()).await;
-    assert_eq!((a["echo"].as_str(), a["bound"].as_bool()), (Some("secret"), Some(false)));
+    let a = ask(
+        client,
+        &master_id,
+        pad(packet::request(&legacy)),
+        client_keys(),
+    )
+    .await;
+    assert_eq!(
+        (a["echo"].as_str(), a["bound"].as_bool()),
+        (Some("secret"), Some(false))
+    );
 
     // Tampered ciphertext and a body for another key.
     let mut tampered = crafted("echo", client_keys(), Some(client_keys()), &p, 50);
     tampered.body.ciphertext[0] ^= 1;
-    let a = ask(client, &master_id, pad(packet::request(&tampered)), client_keys()).await;
+    let a = ask(
+        client,
+        &master_id,
+        pad(packet::request(&tampered)),
+        client_keys(),
+    )
+    .await;
     assert_eq!(a["code"], "decrypt-failed");
     let mut wrong = crafted("echo", client_keys(), Some(client_keys()), &p, 60);
-    wrong.body = crypto::encrypt(&mut StdRng::seed_from_u64(1), other_keys().public(), b"\"x\"").unwrap();
-    let a = ask(client, &master_id, pad(packet::request(&wrong)), client_keys()).await;
+    wrong.body = crypto::encrypt(
+        &mut StdRng::seed_from_u64(1),
+        other_keys().public(),
+        b"\"x\"",
+    )
+    .unwrap();
+    let a = ask(
+        client,
+        &master_id,
+        pad(packet::request(&wrong)),
+        client_keys(),
+    )
+    .await;
     assert_eq!(a["code"], "decrypt-failed");
     assert_eq!(master.hidden_stats().dropped("decrypt_failed"), 2);
 
@@ -327,7 +442,10 @@ async fn masters_refuse_swapped_keys_replays_tampering_and_bad_padding() {
     // Malformed (no client key to answer to): counted, nothing served.
     let before = master.hidden_stats().dropped("malformed");
     client
-        .send_no_reply(&master_id, json!({"__ghostmeshInternal": "hidden-service-request", "service": "echo"}).into())
+        .send_no_reply(
+            &master_id,
+            json!({"__ghostmeshInternal": "hidden-service-request", "service": "echo"}).into(),
+        )
         .await
         .unwrap();
     within("malformed counted", async {
@@ -341,11 +459,23 @@ async fn masters_refuse_swapped_keys_replays_tampering_and_bad_padding() {
     let strict = &net.meshes[3];
     serve_echo(strict);
     let legacy = crafted("echo", client_keys(), None, &p, 90);
-    let a = ask(client, &net.ids[3], pad(packet::request(&legacy)), client_keys()).await;
+    let a = ask(
+        client,
+        &net.ids[3],
+        pad(packet::request(&legacy)),
+        client_keys(),
+    )
+    .await;
     assert_eq!(a["code"], "unbound-request");
     assert_eq!(strict.hidden_stats().dropped("unbound"), 1);
     let bound = crafted("echo", client_keys(), Some(client_keys()), &p, 100);
-    let a = ask(client, &net.ids[3], pad(packet::request(&bound)), client_keys()).await;
+    let a = ask(
+        client,
+        &net.ids[3],
+        pad(packet::request(&bound)),
+        client_keys(),
+    )
+    .await;
     assert_eq!(a["echo"], "secret");
 }
 
@@ -359,7 +489,13 @@ async fn entries_dedupe_in_flight_requests_and_cap_requested_hops() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         Ok(payload)
     });
-    let mut req = crafted("echo", client_keys(), Some(client_keys()), &"dup".into(), 80);
+    let mut req = crafted(
+        "echo",
+        client_keys(),
+        Some(client_keys()),
+        &"dup".into(),
+        80,
+    );
     req.requested_hops = 1_000_000;
     let v = packet::request(&req);
     let first = {
@@ -371,7 +507,9 @@ async fn entries_dedupe_in_flight_requests_and_cap_requested_hops() {
     assert_eq!(a["code"], "duplicate-request");
     assert_eq!(a["message"], packet::DUPLICATE_MESSAGE);
     let first = within("first request", first).await.unwrap().unwrap();
-    let Payload::Json(first) = first else { panic!() };
+    let Payload::Json(first) = first else {
+        panic!()
+    };
     // Served, with the requested hops capped at the entry's maximum (8), not a million.
     assert_eq!(first["simulatedHops"], 8);
     assert_eq!(entry.hidden_stats().dropped("duplicate"), 1);
@@ -397,8 +535,16 @@ async fn delay_padding_holds_short_routes_only() {
     let mut held = Vec::new();
     for _ in 0..4 {
         let t0 = tokio::time::Instant::now();
-        let opts = HiddenRequestOptions { min_hops: Some(5), ..HiddenRequestOptions::default() };
-        let reply = match within("delayed request", client.request_hidden_service("echo", "d".into(), opts)).await {
+        let opts = HiddenRequestOptions {
+            min_hops: Some(5),
+            ..HiddenRequestOptions::default()
+        };
+        let reply = match within(
+            "delayed request",
+            client.request_hidden_service("echo", "d".into(), opts),
+        )
+        .await
+        {
             Ok(r) => r,
             Err(e) => {
                 for m in &net.meshes {
@@ -410,9 +556,15 @@ async fn delay_padding_holds_short_routes_only() {
         let took = t0.elapsed();
         // All peers are Rust: the entry reaches the master over layered routing and hides the
         // real hop count and delay; it still pads the time.
-        assert_eq!((reply.real_hops, reply.delayed_ms, reply.simulated_hops), (None, None, 5));
+        assert_eq!(
+            (reply.real_hops, reply.delayed_ms, reply.simulated_hops),
+            (None, None, 5)
+        );
         assert!(took >= Duration::from_millis(1000), "held only {took:?}");
-        assert!(took <= Duration::from_millis(5000) + Duration::from_millis(50), "held {took:?}");
+        assert!(
+            took <= Duration::from_millis(5000) + Duration::from_millis(50),
+            "held {took:?}"
+        );
         held.push(took);
     }
     held.dedup();
@@ -421,12 +573,18 @@ async fn delay_padding_holds_short_routes_only() {
 
     // Asking for 3 hops (the default): the entry takes two relays: no delay.
     let t0 = tokio::time::Instant::now();
-    let reply = within("undelayed request", client.request_hidden_service("echo", "n".into(), HiddenRequestOptions::default()))
-        .await
-        .unwrap();
+    let reply = within(
+        "undelayed request",
+        client.request_hidden_service("echo", "n".into(), HiddenRequestOptions::default()),
+    )
+    .await
+    .unwrap();
     let took = t0.elapsed();
     // Two relays and the master: 4 real hops, more than the 3 asked for.
     assert_eq!(reply.simulated_hops, 4);
-    assert!(took < Duration::from_millis(1000), "not delayed, yet took {took:?}");
+    assert!(
+        took < Duration::from_millis(1000),
+        "not delayed, yet took {took:?}"
+    );
     assert_eq!(entry.hidden_stats().delayed, 4);
 }

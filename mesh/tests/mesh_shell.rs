@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use ghostmesh::mesh::{Mesh, MeshBuilder, MeshEvent};
 use ghostmesh::signal::SignalConfig;
+use ghostmesh::transport::Frame;
 use ghostmesh::transport::connector::MemoryNetwork;
 use ghostmesh::transport::memory::MemoryConfig;
-use ghostmesh::transport::Frame;
 use ghostmesh::wire::Payload;
 use ghostmesh_tracker::{Config, Tracker};
 use serde_json::json;
@@ -76,14 +76,19 @@ async fn memory_meshes_meet_talk_and_keep_json_key_order() {
     assert_eq!(got, Payload::from("via stream"));
 
     // Key order survives (JavaScript peers see JSON.stringify order, not sorted keys).
-    let value: serde_json::Value = serde_json::from_str(r#"{"zeta":1,"alpha":{"y":2,"b":3}}"#).unwrap();
+    let value: serde_json::Value =
+        serde_json::from_str(r#"{"zeta":1,"alpha":{"y":2,"b":3}}"#).unwrap();
     let (sent, served) = tokio::join!(
         within("A's request", a.send(&b_id, Payload::Json(value.clone()))),
         serve_one(&mut b, |p| p.clone()),
     );
-    let Payload::Json(got) = served.1 else { panic!("not JSON") };
+    let Payload::Json(got) = served.1 else {
+        panic!("not JSON")
+    };
     assert_eq!(got.to_string(), r#"{"zeta":1,"alpha":{"y":2,"b":3}}"#);
-    let Payload::Json(back) = sent.unwrap() else { panic!("not JSON") };
+    let Payload::Json(back) = sent.unwrap() else {
+        panic!("not JSON")
+    };
     assert_eq!(back.to_string(), value.to_string());
 
     within("A stops", a.stop()).await;
@@ -101,7 +106,10 @@ async fn memory_meshes_meet_talk_and_keep_json_key_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_link_takes_over_when_the_first_closes() {
     // Through two trackers the peers meet twice: two links.
-    let (t1, t2) = (start_tracker("127.0.0.1:0").await, start_tracker("127.0.0.1:0").await);
+    let (t1, t2) = (
+        start_tracker("127.0.0.1:0").await,
+        start_tracker("127.0.0.1:0").await,
+    );
     let urls = [t1.ws_url(), t2.ws_url()];
     let net = MemoryNetwork::new(MemoryConfig::default());
     let mut a = start(&urls, &net, "a", 3).await;
@@ -119,7 +127,11 @@ async fn a_second_link_takes_over_when_the_first_closes() {
         serve_one(&mut b, |_| "yes".into()),
     );
     assert_eq!(sent.unwrap(), Payload::from("yes"));
-    assert_eq!(a.peers().await.unwrap(), vec![b_id.clone()], "one link closing is not the peer closing");
+    assert_eq!(
+        a.peers().await.unwrap(),
+        vec![b_id.clone()],
+        "one link closing is not the peer closing"
+    );
 
     // The last link closing is.
     assert_eq!(net.disconnect("a", "b"), 1);
@@ -152,7 +164,10 @@ async fn a_lagging_application_loses_nothing_and_commands_keep_working() {
     let to = a_id.clone();
     let flood = tokio::spawn(async move {
         for i in 0..N {
-            sender.send_no_reply(&to, format!("m{i}").into()).await.unwrap();
+            sender
+                .send_no_reply(&to, format!("m{i}").into())
+                .await
+                .unwrap();
         }
     });
     within("B queues the flood", flood).await.unwrap();
@@ -160,10 +175,16 @@ async fn a_lagging_application_loses_nothing_and_commands_keep_working() {
 
     // A's core still serves commands while its application lags.
     let t = Instant::now();
-    assert_eq!(within("peers() while lagging", a.peers()).await.unwrap(), vec![b_id.clone()]);
-    within("send while lagging", a.send_no_reply(&b_id, "hello from A".into()))
-        .await
-        .unwrap();
+    assert_eq!(
+        within("peers() while lagging", a.peers()).await.unwrap(),
+        vec![b_id.clone()]
+    );
+    within(
+        "send while lagging",
+        a.send_no_reply(&b_id, "hello from A".into()),
+    )
+    .await
+    .unwrap();
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
 
     // Now A reads: every message, in order.
@@ -220,12 +241,19 @@ async fn a_restarted_tracker_is_reconnected_and_new_peers_still_meet() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn link_and_peer_caps_refuse_the_surplus() {
-    let (t1, t2) = (start_tracker("127.0.0.1:0").await, start_tracker("127.0.0.1:0").await);
+    let (t1, t2) = (
+        start_tracker("127.0.0.1:0").await,
+        start_tracker("127.0.0.1:0").await,
+    );
     let urls = [t1.ws_url(), t2.ws_url()];
     let net = MemoryNetwork::new(MemoryConfig::default());
 
     // One link per peer: the second tracker's link to B is refused.
-    let mut a = builder(&urls, &net, "a", 9).max_links_per_peer(1).start().await.unwrap();
+    let mut a = builder(&urls, &net, "a", 9)
+        .max_links_per_peer(1)
+        .start()
+        .await
+        .unwrap();
     let mut b = start(&urls, &net, "b", 10).await;
     let warning = wait_for(&mut a, "A refuses a second link", |e| match e {
         MeshEvent::PeerWarning { message, .. } => Some(message),
@@ -238,7 +266,11 @@ async fn link_and_peer_caps_refuse_the_surplus() {
     a.stop().await;
 
     // One peer: C and D both reach E, only one stays.
-    let mut e = builder(&urls[..1], &net, "e", 11).max_peers(1).start().await.unwrap();
+    let mut e = builder(&urls[..1], &net, "e", 11)
+        .max_peers(1)
+        .start()
+        .await
+        .unwrap();
     let mut c = start(&urls[..1], &net, "c", 12).await;
     let mut d = start(&urls[..1], &net, "d", 13).await;
     let warning = wait_for(&mut e, "E refuses a second peer", |e| match e {
@@ -301,9 +333,20 @@ async fn wss_trackers_work_and_unknown_certificates_are_refused() {
     assert!(message.to_lowercase().contains("certificate"), "{message}");
     stranger.stop().await;
 
-    let mut a = builder(&urls, &net, "a", 15).tracker_tls(tls.clone()).start().await.unwrap();
-    let mut b = builder(&urls, &net, "b", 16).tracker_tls(tls).start().await.unwrap();
-    assert_eq!(wait_for(&mut a, "A meets B over wss", connected("A")).await, b.peer_id());
+    let mut a = builder(&urls, &net, "a", 15)
+        .tracker_tls(tls.clone())
+        .start()
+        .await
+        .unwrap();
+    let mut b = builder(&urls, &net, "b", 16)
+        .tracker_tls(tls)
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(
+        wait_for(&mut a, "A meets B over wss", connected("A")).await,
+        b.peer_id()
+    );
     wait_for(&mut b, "B meets A over wss", connected("B")).await;
     a.stop().await;
     b.stop().await;
@@ -313,7 +356,10 @@ async fn wss_trackers_work_and_unknown_certificates_are_refused() {
 
 #[tokio::test]
 async fn bad_tracker_urls_are_configuration_errors() {
-    let err = Mesh::builder(vec!["http://127.0.0.1:1".into()], SWARM).start().await.unwrap_err();
+    let err = Mesh::builder(vec!["http://127.0.0.1:1".into()], SWARM)
+        .start()
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("ws://"), "{err}");
     let err = Mesh::builder(vec![], SWARM).start().await.unwrap_err();
     assert!(err.to_string().contains("no tracker"), "{err}");
@@ -333,7 +379,11 @@ async fn a_hostile_raw_peer_gets_warnings_not_a_broken_mesh() {
     let raw_id = wait_for(&mut a, "A meets the raw peer", connected("A")).await;
 
     // Malformed envelopes: warnings, the link stays.
-    for bad in [r#"^{"id":1,"msg":"x","c":"#, r#"^{"id":1,"c":0,"last":true}"#, r#"^[]"#] {
+    for bad in [
+        r#"^{"id":1,"msg":"x","c":"#,
+        r#"^{"id":1,"c":0,"last":true}"#,
+        r#"^[]"#,
+    ] {
         raw.send(Frame::Text(bad.into())).await.unwrap();
         let (peer, message) = wait_for(&mut a, "a protocol warning", |e| match e {
             MeshEvent::PeerWarning { peer, message } => Some((peer, message)),
@@ -364,9 +414,11 @@ async fn a_hostile_raw_peer_gets_warnings_not_a_broken_mesh() {
     assert_eq!(data, ghostmesh::node::RawFrame::Text("plain".into()));
 
     // Then a well-formed request is answered, in P2PT's exact framing and key order.
-    raw.send(Frame::Text(r#"^{"id":7,"msg":"{\"z\":1,\"a\":2}","o":1,"c":0,"last":true}"#.into()))
-        .await
-        .unwrap();
+    raw.send(Frame::Text(
+        r#"^{"id":7,"msg":"{\"z\":1,\"a\":2}","o":1,"c":0,"last":true}"#.into(),
+    ))
+    .await
+    .unwrap();
     let (peer, payload) = serve_one(&mut a, |p| p.clone()).await;
     assert_eq!(peer, raw_id);
     assert_eq!(payload, Payload::Json(json!({"z": 1, "a": 2})));

@@ -26,7 +26,13 @@ async fn start(url: &str, net: &MemoryNetwork, name: &str, seed: u64) -> Mesh {
     start_with(url, net, name, seed, RelayConfig::default()).await
 }
 
-async fn start_with(url: &str, net: &MemoryNetwork, name: &str, seed: u64, relay: RelayConfig) -> Mesh {
+async fn start_with(
+    url: &str,
+    net: &MemoryNetwork,
+    name: &str,
+    seed: u64,
+    relay: RelayConfig,
+) -> Mesh {
     Mesh::builder(vec![url.to_owned()], SWARM)
         .connector(net.connector(name))
         .relay_config(relay)
@@ -53,12 +59,20 @@ async fn onion(mesh: &mut Mesh) -> OnionMessage {
 fn echo_routed(mut mesh: Mesh) -> tokio::task::JoinHandle<Mesh> {
     tokio::spawn(async move {
         while let Some(e) = mesh.next_event().await {
-            if let MeshEvent::Onion(OnionMessage { payload, reply: Some(reply), .. }) = e {
+            if let MeshEvent::Onion(OnionMessage {
+                payload,
+                reply: Some(reply),
+                ..
+            }) = e
+            {
                 let answer = match payload {
                     Payload::Json(v) => json!({"echo": v}),
                     Payload::Text(t) => json!({"echo": t}),
                 };
-                mesh.handle().respond_routed(reply, answer.into()).await.unwrap();
+                mesh.handle()
+                    .respond_routed(reply, answer.into())
+                    .await
+                    .unwrap();
             }
             if mesh.peers().await.is_err() {
                 break;
@@ -105,13 +119,23 @@ async fn routes_of_1_3_and_5_relays_deliver_and_answer() {
             let through: Vec<String> = ids[1..=n].to_vec();
             let route = RouteOptions::through(through.clone()).mode(mode);
             let before = relays_handles[0].relay_stats().await.unwrap();
-            let answer = within("routed request", a.send_routed(&t_id, json!({"n": n}).into(), Some(route)))
-                .await
-                .unwrap();
-            assert_eq!(answer, Payload::Json(json!({"echo": {"n": n}})), "{n} relays, {mode:?}");
+            let answer = within(
+                "routed request",
+                a.send_routed(&t_id, json!({"n": n}).into(), Some(route)),
+            )
+            .await
+            .unwrap();
+            assert_eq!(
+                answer,
+                Payload::Json(json!({"echo": {"n": n}})),
+                "{n} relays, {mode:?}"
+            );
             // Relay 1 carried it both ways, in the format asked for.
             let after = relays_handles[0].relay_stats().await.unwrap();
-            let (compat, layered) = (after.forwarded - before.forwarded, after.layered_forwarded - before.layered_forwarded);
+            let (compat, layered) = (
+                after.forwarded - before.forwarded,
+                after.layered_forwarded - before.layered_forwarded,
+            );
             match mode {
                 RouteMode::Layered => assert_eq!((compat, layered), (0, 2), "{mode:?} {n}"),
                 _ => assert_eq!((compat, layered), (2, 0), "{mode:?} {n}"),
@@ -119,13 +143,31 @@ async fn routes_of_1_3_and_5_relays_deliver_and_answer() {
         }
     }
     // Random relays.
-    let answer = a.send_routed(&t_id, "hi".into(), Some(RouteOptions { through: vec![], hops: 3, ..RouteOptions::default() })).await.unwrap();
+    let answer = a
+        .send_routed(
+            &t_id,
+            "hi".into(),
+            Some(RouteOptions {
+                through: vec![],
+                hops: 3,
+                ..RouteOptions::default()
+            }),
+        )
+        .await
+        .unwrap();
     assert_eq!(answer, Payload::Json(json!({"echo": "hi"})));
     // A route set once on the builder applies to plain send().
     let mut routed = Mesh::builder(vec![url.clone()], SWARM)
         .connector(net.connector("routed"))
-        .signal_config(SignalConfig { offers_per_announce: 10, ..SignalConfig::default() })
-        .routing(RouteOptions { through: vec![ids[3].clone()], hops: 0, ..RouteOptions::default() })
+        .signal_config(SignalConfig {
+            offers_per_announce: 10,
+            ..SignalConfig::default()
+        })
+        .routing(RouteOptions {
+            through: vec![ids[3].clone()],
+            hops: 0,
+            ..RouteOptions::default()
+        })
         .seed(99)
         .start()
         .await
@@ -140,33 +182,80 @@ async fn routes_of_1_3_and_5_relays_deliver_and_answer() {
     // hello (its layered capability) has reached it, and Auto then uses GhostMesh's format.
     let carried = |s: ghostmesh::relay::RelayStats| s.layered_forwarded + s.forwarded;
     let before = carried(relays_handles[2].relay_stats().await.unwrap());
-    let answer = within("send() through the default route", routed.send(&t_id, "plain".into())).await.unwrap();
+    let answer = within(
+        "send() through the default route",
+        routed.send(&t_id, "plain".into()),
+    )
+    .await
+    .unwrap();
     assert_eq!(answer, Payload::Json(json!({"echo": "plain"})));
-    assert_eq!(carried(relays_handles[2].relay_stats().await.unwrap()), before + 2);
+    assert_eq!(
+        carried(relays_handles[2].relay_stats().await.unwrap()),
+        before + 2
+    );
     routed.stop().await;
     for (i, h) in relays_handles.iter().enumerate() {
         let stats = h.relay_stats().await.unwrap();
-        assert_eq!(stats.dropped_ttl + stats.dropped_malformed + stats.dropped_unknown_next, 0, "relay {i}: {stats:?}");
+        assert_eq!(
+            stats.dropped_ttl + stats.dropped_malformed + stats.dropped_unknown_next,
+            0,
+            "relay {i}: {stats:?}"
+        );
     }
 
     // A one-way onion message names no sender; it arrives as an Onion event.
     let info = a
         .handle()
-        .send_onion(&ids[5], "whisper".into(), Some(RouteOptions { through: ids[1..3].to_vec(), hops: 0, ..RouteOptions::default() }))
+        .send_onion(
+            &ids[5],
+            "whisper".into(),
+            Some(RouteOptions {
+                through: ids[1..3].to_vec(),
+                hops: 0,
+                ..RouteOptions::default()
+            }),
+        )
         .await
         .unwrap();
-    assert_eq!(info.route, vec![ids[1].clone(), ids[2].clone(), ids[5].clone()]);
+    assert_eq!(
+        info.route,
+        vec![ids[1].clone(), ids[2].clone(), ids[5].clone()]
+    );
     assert_eq!(info.circuit_id.len(), 16);
     assert!(info.layered && info.fallback.is_none(), "{info:?}");
     drop(target_task);
 
     // Bad routes are errors, not silent drops.
     for (route, why) in [
-        (RouteOptions { through: vec!["nope".into()], hops: 0, ..RouteOptions::default() }, "not a peer id"),
-        (RouteOptions { through: vec![ids[1].clone(), ids[1].clone()], hops: 0, ..RouteOptions::default() }, "repeats"),
-        (RouteOptions { through: vec![], hops: 9, ..RouteOptions::default() }, "relays wanted"),
+        (
+            RouteOptions {
+                through: vec!["nope".into()],
+                hops: 0,
+                ..RouteOptions::default()
+            },
+            "not a peer id",
+        ),
+        (
+            RouteOptions {
+                through: vec![ids[1].clone(), ids[1].clone()],
+                hops: 0,
+                ..RouteOptions::default()
+            },
+            "repeats",
+        ),
+        (
+            RouteOptions {
+                through: vec![],
+                hops: 9,
+                ..RouteOptions::default()
+            },
+            "relays wanted",
+        ),
     ] {
-        let err = a.send_routed(&t_id, "x".into(), Some(route)).await.unwrap_err();
+        let err = a
+            .send_routed(&t_id, "x".into(), Some(route))
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains(why), "{err}");
     }
     a.stop().await;
@@ -175,7 +264,10 @@ async fn routes_of_1_3_and_5_relays_deliver_and_answer() {
 }
 
 fn frames(v: &Value, id: i64) -> Vec<Frame> {
-    encode_chunks(&MsgId::Int(id), &Payload::Json(v.clone()), 16_000).into_iter().map(Frame::Text).collect()
+    encode_chunks(&MsgId::Int(id), &Payload::Json(v.clone()), 16_000)
+        .into_iter()
+        .map(Frame::Text)
+        .collect()
 }
 
 async fn send_packet(raw: &dyn Link, v: &Value, id: i64) {
@@ -196,7 +288,8 @@ async fn recv_packet(raw: &dyn Link, r: &mut Reassembler<u8>) -> Value {
                     }
                 }
                 // A Rust peer's hello (capabilities): JavaScript peers ignore such frames.
-                Some(Frame::Binary(b)) if b.starts_with(&ghostmesh::relay::layered::HELLO_MAGIC) => {}
+                Some(Frame::Binary(b))
+                    if b.starts_with(&ghostmesh::relay::layered::HELLO_MAGIC) => {}
                 other => panic!("unexpected {other:?}"),
             }
         }
@@ -210,7 +303,10 @@ async fn ghostmesh_packets_both_ways_and_every_drop_reason() {
     let url = tracker.ws_url();
     let net = MemoryNetwork::new(MemoryConfig::default());
     let mut a = start(&url, &net, "a", 1).await;
-    wait_for(&mut a, "A announced", |e| matches!(e, MeshEvent::TrackerConnected { .. }).then_some(())).await;
+    wait_for(&mut a, "A announced", |e| {
+        matches!(e, MeshEvent::TrackerConnected { .. }).then_some(())
+    })
+    .await;
     // The raw peer (a stand-in for a GhostMesh JavaScript peer) links to A only.
     let raw = raw_peer(&url, &net, SWARM).await;
     let raw = raw.as_ref();
@@ -222,20 +318,48 @@ async fn ghostmesh_packets_both_ways_and_every_drop_reason() {
     let mut r = Reassembler::<u8>::new(ReassemblyLimits::default());
 
     // Our packets, exactly as GhostMesh writes them: a direct onion message to raw.
-    let info = a.handle().send_onion(&raw_id, json!({"k": 1}).into(), Some(RouteOptions { through: vec![], hops: 0, ..RouteOptions::default() })).await.unwrap();
+    let info = a
+        .handle()
+        .send_onion(
+            &raw_id,
+            json!({"k": 1}).into(),
+            Some(RouteOptions {
+                through: vec![],
+                hops: 0,
+                ..RouteOptions::default()
+            }),
+        )
+        .await
+        .unwrap();
     // raw sent no hello: GhostMesh's format, and the route says why.
     assert!(!info.layered);
-    assert!(info.fallback.as_deref().unwrap_or_default().contains("does not speak layered"), "{info:?}");
+    assert!(
+        info.fallback
+            .as_deref()
+            .unwrap_or_default()
+            .contains("does not speak layered"),
+        "{info:?}"
+    );
     let err = a
         .handle()
-        .send_onion(&raw_id, "x".into(), Some(RouteOptions::through(vec![]).mode(RouteMode::Layered)))
+        .send_onion(
+            &raw_id,
+            "x".into(),
+            Some(RouteOptions::through(vec![]).mode(RouteMode::Layered)),
+        )
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("layered routing impossible"), "{err}");
+    assert!(
+        err.to_string().contains("layered routing impossible"),
+        "{err}"
+    );
     let got = recv_packet(raw, &mut r).await;
     assert_eq!(
         got.to_string(),
-        format!(r#"{{"__p2ptInternal":"onion-deliver","circuitId":"{}","ttl":2,"msg":"{{\"k\":1}}","o":1}}"#, info.circuit_id)
+        format!(
+            r#"{{"__p2ptInternal":"onion-deliver","circuitId":"{}","ttl":2,"msg":"{{\"k\":1}}","o":1}}"#,
+            info.circuit_id
+        )
     );
 
     // A GhostMesh-built packet (outer ttl 2) relayed by A to T: one relay works even with
@@ -249,7 +373,10 @@ async fn ghostmesh_packets_both_ways_and_every_drop_reason() {
         _ => None,
     })
     .await;
-    assert_eq!((m.payload, m.from.as_str(), m.info.circuit_id.as_str()), (Payload::from("from js"), a_id.as_str(), "c0ffee0000000001"));
+    assert_eq!(
+        (m.payload, m.from.as_str(), m.info.circuit_id.as_str()),
+        (Payload::from("from js"), a_id.as_str(), "c0ffee0000000001")
+    );
 
     // A GhostMesh routed request from raw through A to T; T's response comes back to raw.
     let request = json!({"__ghostmeshInternal": "route-request", "circuitId": "c0ffee0000000002",
@@ -263,17 +390,23 @@ async fn ghostmesh_packets_both_ways_and_every_drop_reason() {
     assert_eq!(m.from, raw_id);
     assert_eq!(m.payload, Payload::Json(json!({"q": 1})));
     assert_eq!(m.info.route, vec![raw_id.clone(), a_id.clone()]);
-    t.handle().respond_routed(m.reply.unwrap(), json!({"a": 2}).into()).await.unwrap();
+    t.handle()
+        .respond_routed(m.reply.unwrap(), json!({"a": 2}).into())
+        .await
+        .unwrap();
     let back = recv_packet(raw, &mut r).await;
     assert_eq!(back["__p2ptInternal"], "onion-deliver");
     let body: Value = serde_json::from_str(back["msg"].as_str().unwrap()).unwrap();
     assert_eq!(
         body.to_string(),
-        format!(r#"{{"__ghostmeshInternal":"route-response","circuitId":"c0ffee0000000002","requestId":"0123456789abcdef","originPeerId":"{t_id}","msg":"{{\"a\":2}}","o":1}}"#)
+        format!(
+            r#"{{"__ghostmeshInternal":"route-response","circuitId":"c0ffee0000000002","requestId":"0123456789abcdef","originPeerId":"{t_id}","msg":"{{\"a\":2}}","o":1}}"#
+        )
     );
 
     // Every drop reason, counted at A.
-    let inner = json!({"__p2ptInternal": "onion-deliver", "circuitId": "x", "ttl": 1, "msg": "m"}).to_string();
+    let inner = json!({"__p2ptInternal": "onion-deliver", "circuitId": "x", "ttl": 1, "msg": "m"})
+        .to_string();
     let bad = [
         json!({"__p2ptInternal": "onion-forward", "circuitId": "x", "ttl": 0, "nextPeerId": t_id, "payload": inner}),
         json!({"__p2ptInternal": "onion-forward", "circuitId": "x", "ttl": 3, "nextPeerId": "ab".repeat(20), "payload": inner}),
@@ -301,7 +434,14 @@ async fn ghostmesh_packets_both_ways_and_every_drop_reason() {
     })
     .await;
     assert_eq!(
-        (stats.dropped_ttl, stats.dropped_unknown_next, stats.dropped_loop, stats.dropped_malformed, stats.dropped_too_large, stats.unmatched_responses),
+        (
+            stats.dropped_ttl,
+            stats.dropped_unknown_next,
+            stats.dropped_loop,
+            stats.dropped_malformed,
+            stats.dropped_too_large,
+            stats.unmatched_responses
+        ),
         (2, 1, 1, 1, 1, 1),
         "{stats:?}"
     );
@@ -321,7 +461,9 @@ fn onion_frames(log: &ghostmesh::transport::connector::Recorder) -> Vec<Vec<u8>>
 }
 
 fn contains(haystack: &[Vec<u8>], needle: &[u8]) -> bool {
-    haystack.iter().any(|f| f.windows(needle.len()).any(|w| w == needle))
+    haystack
+        .iter()
+        .any(|f| f.windows(needle.len()).any(|w| w == needle))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -329,9 +471,15 @@ async fn layered_relays_see_no_plaintext_same_lengths_and_drop_tampering_and_rep
     let tracker = start_tracker("127.0.0.1:0").await;
     let url = tracker.ws_url();
     let net = MemoryNetwork::new(MemoryConfig::default());
-    let logs: Vec<_> = ["a", "r1", "r2", "r3"].iter().map(|n| net.record(n)).collect();
+    let logs: Vec<_> = ["a", "r1", "r2", "r3"]
+        .iter()
+        .map(|n| net.record(n))
+        .collect();
     let mut a = start(&url, &net, "a", 31).await;
-    wait_for(&mut a, "A announced", |e| matches!(e, MeshEvent::TrackerConnected { .. }).then_some(())).await;
+    wait_for(&mut a, "A announced", |e| {
+        matches!(e, MeshEvent::TrackerConnected { .. }).then_some(())
+    })
+    .await;
     let raw = raw_peer(&url, &net, SWARM).await;
     let mut others = Vec::new();
     for (i, name) in ["b", "r1", "r2", "r3", "t"].iter().enumerate() {
@@ -361,24 +509,49 @@ async fn layered_relays_see_no_plaintext_same_lengths_and_drop_tampering_and_rep
     let marker = "SECRET-MARKER-7f3a9c";
     let answer = within(
         "layered request",
-        a.send_routed(&t_id, marker.into(), Some(RouteOptions::through(relays.clone()).mode(RouteMode::Layered))),
+        a.send_routed(
+            &t_id,
+            marker.into(),
+            Some(RouteOptions::through(relays.clone()).mode(RouteMode::Layered)),
+        ),
     )
     .await
     .unwrap();
     assert_eq!(answer, Payload::Json(json!({"echo": marker})));
     let relay_frames: Vec<Vec<u8>> = logs[1..].iter().flat_map(onion_frames).collect();
-    assert!(relay_frames.len() >= 6, "each relay handled the request and the reply: {}", relay_frames.len());
-    let everything: Vec<Vec<u8>> = logs[1..].iter().flat_map(|l| l.lock().unwrap().clone()).collect();
-    assert!(!contains(&everything, marker.as_bytes()), "a relay saw the plaintext");
+    assert!(
+        relay_frames.len() >= 6,
+        "each relay handled the request and the reply: {}",
+        relay_frames.len()
+    );
+    let everything: Vec<Vec<u8>> = logs[1..]
+        .iter()
+        .flat_map(|l| l.lock().unwrap().clone())
+        .collect();
+    assert!(
+        !contains(&everything, marker.as_bytes()),
+        "a relay saw the plaintext"
+    );
     let lens: std::collections::BTreeSet<usize> = relay_frames.iter().map(Vec::len).collect();
-    assert_eq!(lens.len(), 1, "every layered packet has one length at every hop: {lens:?}");
+    assert_eq!(
+        lens.len(),
+        1,
+        "every layered packet has one length at every hop: {lens:?}"
+    );
 
     // Control: GhostMesh's format is readable by the same relays.
     let compat_marker = "VISIBLE-MARKER-51be";
-    a.send_routed(&t_id, compat_marker.into(), Some(RouteOptions::through(relays.clone()).mode(RouteMode::Compat)))
-        .await
-        .unwrap();
-    let everything: Vec<Vec<u8>> = logs[1..].iter().flat_map(|l| l.lock().unwrap().clone()).collect();
+    a.send_routed(
+        &t_id,
+        compat_marker.into(),
+        Some(RouteOptions::through(relays.clone()).mode(RouteMode::Compat)),
+    )
+    .await
+    .unwrap();
+    let everything: Vec<Vec<u8>> = logs[1..]
+        .iter()
+        .flat_map(|l| l.lock().unwrap().clone())
+        .collect();
     assert!(contains(&everything, compat_marker.as_bytes()));
 
     // B routes through A: A's copy of that packet, replayed or tampered by the raw peer, is
@@ -386,7 +559,11 @@ async fn layered_relays_see_no_plaintext_same_lengths_and_drop_tampering_and_rep
     let seen = onion_frames(&logs[0]).len();
     let a_id = a.peer_id().to_owned();
     let info = others[0]
-        .send_onion(&t_id, "via A".into(), Some(RouteOptions::through(vec![a_id]).mode(RouteMode::Layered)))
+        .send_onion(
+            &t_id,
+            "via A".into(),
+            Some(RouteOptions::through(vec![a_id]).mode(RouteMode::Layered)),
+        )
         .await
         .unwrap();
     assert!(info.layered);
@@ -461,14 +638,25 @@ async fn three_relays_over_real_webrtc_in_both_modes() {
     for mode in [RouteMode::Layered, RouteMode::Compat] {
         let answer = within(
             "routed over WebRTC",
-            a.send_routed(&ids[4], json!({"mode": format!("{mode:?}")}).into(), Some(RouteOptions::through(ids[1..4].to_vec()).mode(mode))),
+            a.send_routed(
+                &ids[4],
+                json!({"mode": format!("{mode:?}")}).into(),
+                Some(RouteOptions::through(ids[1..4].to_vec()).mode(mode)),
+            ),
         )
         .await
         .unwrap();
-        assert_eq!(answer, Payload::Json(json!({"echo": {"mode": format!("{mode:?}")}})));
+        assert_eq!(
+            answer,
+            Payload::Json(json!({"echo": {"mode": format!("{mode:?}")}}))
+        );
     }
     let stats = meshes[1].relay_stats().await.unwrap();
-    assert_eq!((stats.layered_forwarded, stats.forwarded), (2, 2), "{stats:?}");
+    assert_eq!(
+        (stats.layered_forwarded, stats.forwarded),
+        (2, 2),
+        "{stats:?}"
+    );
     drop(target);
     drop(meshes);
     drop(a);
@@ -509,7 +697,11 @@ async fn large_payloads_between_rust_peers_stay_layered_in_fixed_size_classes() 
     let r2 = start(&url, &net, "r2", 63).await;
     let t = start(&url, &net, "t", 64).await;
     linked_to(&[&a, &r1, &r2, &t], 3).await;
-    let (r1_id, r2_id, t_id) = (r1.peer_id().to_owned(), r2.peer_id().to_owned(), t.peer_id().to_owned());
+    let (r1_id, r2_id, t_id) = (
+        r1.peer_id().to_owned(),
+        r2.peer_id().to_owned(),
+        t.peer_id().to_owned(),
+    );
     let target = echo_routed(t);
     let route = RouteOptions::through(vec![r1_id.clone(), r2_id.clone()]);
     assert_eq!(route.mode, RouteMode::Auto);
@@ -518,36 +710,81 @@ async fn large_payloads_between_rust_peers_stay_layered_in_fixed_size_classes() 
     for len in [20_000usize, 150_000] {
         let text = marker_text(marker, len);
         let before = r1.relay_stats().await.unwrap();
-        let answer = within("a large routed request", a.send_routed(&t_id, text.clone().into(), Some(route.clone())))
-            .await
-            .unwrap();
+        let answer = within(
+            "a large routed request",
+            a.send_routed(&t_id, text.clone().into(), Some(route.clone())),
+        )
+        .await
+        .unwrap();
         assert_eq!(answer, Payload::Json(json!({"echo": text})));
         let after = r1.relay_stats().await.unwrap();
         assert_eq!(
-            (after.layered_forwarded - before.layered_forwarded, after.forwarded - before.forwarded),
+            (
+                after.layered_forwarded - before.layered_forwarded,
+                after.forwarded - before.forwarded
+            ),
             (2, 0),
             "{len} bytes went layered both ways"
         );
     }
-    let info = a.handle().send_onion(&t_id, marker_text(marker, 30_000).into(), Some(route.clone())).await.unwrap();
+    let info = a
+        .handle()
+        .send_onion(
+            &t_id,
+            marker_text(marker, 30_000).into(),
+            Some(route.clone()),
+        )
+        .await
+        .unwrap();
     assert!(info.layered && info.fallback.is_none(), "{info:?}");
     // What the relays handled: no plaintext, and only whole packets of the size classes.
     let classes: Vec<usize> = PACKET_CLASSES.iter().map(|p| 4 + packet_len(p)).collect();
     let relay_frames: Vec<Vec<u8>> = logs.iter().flat_map(onion_frames).collect();
     assert!(relay_frames.len() >= 10, "{}", relay_frames.len());
-    assert!(relay_frames.iter().all(|f| classes.contains(&f.len())), "{:?}", relay_frames.iter().map(Vec::len).collect::<Vec<_>>());
-    assert!(relay_frames.iter().any(|f| f.len() == classes[2]), "150 KB went in the largest class");
-    let everything: Vec<Vec<u8>> = logs.iter().flat_map(|l| l.lock().unwrap().clone()).collect();
-    assert!(!contains(&everything, &marker.as_bytes()[..12]), "a relay saw the plaintext");
+    assert!(
+        relay_frames.iter().all(|f| classes.contains(&f.len())),
+        "{:?}",
+        relay_frames.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+    assert!(
+        relay_frames.iter().any(|f| f.len() == classes[2]),
+        "150 KB went in the largest class"
+    );
+    let everything: Vec<Vec<u8>> = logs
+        .iter()
+        .flat_map(|l| l.lock().unwrap().clone())
+        .collect();
+    assert!(
+        !contains(&everything, &marker.as_bytes()[..12]),
+        "a relay saw the plaintext"
+    );
 
     // Over the largest class: an error in automatic mode between capable peers (never a
     // silent readable packet); the readable format only when asked for.
     let huge = marker_text(marker, 300_000);
-    let err = a.handle().send_onion(&t_id, huge.clone().into(), Some(route.clone())).await.unwrap_err();
-    assert!(err.to_string().contains("largest layered packet") && err.to_string().contains("Compat"), "{err}");
-    let err = a.send_routed(&t_id, huge.clone().into(), Some(route.clone())).await.unwrap_err();
+    let err = a
+        .handle()
+        .send_onion(&t_id, huge.clone().into(), Some(route.clone()))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("largest layered packet") && err.to_string().contains("Compat"),
+        "{err}"
+    );
+    let err = a
+        .send_routed(&t_id, huge.clone().into(), Some(route.clone()))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("largest layered packet"), "{err}");
-    let info = a.handle().send_onion(&t_id, huge.into(), Some(route.clone().mode(RouteMode::Compat))).await.unwrap();
+    let info = a
+        .handle()
+        .send_onion(
+            &t_id,
+            huge.into(),
+            Some(route.clone().mode(RouteMode::Compat)),
+        )
+        .await
+        .unwrap();
     assert!(!info.layered && info.fallback.is_none(), "{info:?}");
     drop(target);
     drop((a, r1, r2));
@@ -559,7 +796,10 @@ async fn peers_with_different_max_hops_route_layered_and_max_hops_refuses_long_r
     let tracker = start_tracker("127.0.0.1:0").await;
     let url = tracker.ws_url();
     let net = MemoryNetwork::new(MemoryConfig::default());
-    let cfg = |max_hops| RelayConfig { max_hops, ..RelayConfig::default() };
+    let cfg = |max_hops| RelayConfig {
+        max_hops,
+        ..RelayConfig::default()
+    };
     let a = start_with(&url, &net, "a", 71, cfg(2)).await;
     let r1 = start_with(&url, &net, "r1", 72, cfg(1)).await;
     let r2 = start_with(&url, &net, "r2", 73, cfg(8)).await;
@@ -571,11 +811,23 @@ async fn peers_with_different_max_hops_route_layered_and_max_hops_refuses_long_r
     let target = echo_routed(t);
 
     // Layered packets have one geometry whatever max_hops says: these all route.
-    let through = RouteOptions::through(vec![r1_id.clone(), r2_id.clone()]).mode(RouteMode::Layered);
-    let answer = within("A (max_hops 2) through r1 (1) and r2 (8)", a.send_routed(&t_id, "x".into(), Some(through))).await.unwrap();
+    let through =
+        RouteOptions::through(vec![r1_id.clone(), r2_id.clone()]).mode(RouteMode::Layered);
+    let answer = within(
+        "A (max_hops 2) through r1 (1) and r2 (8)",
+        a.send_routed(&t_id, "x".into(), Some(through)),
+    )
+    .await
+    .unwrap();
     assert_eq!(answer, Payload::Json(json!({"echo": "x"})));
-    let through = RouteOptions::through(vec![r1_id.clone(), a_id.clone(), r2_id.clone()]).mode(RouteMode::Layered);
-    let answer = within("r3 (max_hops 3) through r1 (1), A (2), r2 (8)", r3.send_routed(&t_id, "y".into(), Some(through))).await.unwrap();
+    let through = RouteOptions::through(vec![r1_id.clone(), a_id.clone(), r2_id.clone()])
+        .mode(RouteMode::Layered);
+    let answer = within(
+        "r3 (max_hops 3) through r1 (1), A (2), r2 (8)",
+        r3.send_routed(&t_id, "y".into(), Some(through)),
+    )
+    .await
+    .unwrap();
     assert_eq!(answer, Payload::Json(json!({"echo": "y"})));
     let s = r1.relay_stats().await.unwrap();
     assert_eq!(s.layered_forwarded, 4, "{s:?}");
@@ -584,12 +836,23 @@ async fn peers_with_different_max_hops_route_layered_and_max_hops_refuses_long_r
     // A's max_hops (2) refuses a third relay although three linked peers could relay.
     assert_eq!(a.peers().await.unwrap().len(), 4);
     for route in [
-        RouteOptions { through: vec![], hops: 3, ..RouteOptions::default() },
+        RouteOptions {
+            through: vec![],
+            hops: 3,
+            ..RouteOptions::default()
+        },
         RouteOptions::through(vec![r1_id.clone(), r2_id.clone(), r3_id.clone()]),
     ] {
-        let err = a.send_routed(&t_id, "z".into(), Some(route.clone())).await.unwrap_err();
+        let err = a
+            .send_routed(&t_id, "z".into(), Some(route.clone()))
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("3 relays, max_hops is 2"), "{err}");
-        let err = a.handle().send_onion(&t_id, "z".into(), Some(route)).await.unwrap_err();
+        let err = a
+            .handle()
+            .send_onion(&t_id, "z".into(), Some(route))
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("max_hops is 2"), "{err}");
     }
     drop(target);
@@ -606,7 +869,10 @@ async fn layered_loop_unknown_next_hop_bad_length_and_tampering_are_dropped_at_t
     let url = tracker.ws_url();
     let net = MemoryNetwork::new(MemoryConfig::default());
     let mut a = start(&url, &net, "a", 81).await;
-    wait_for(&mut a, "A announced", |e| matches!(e, MeshEvent::TrackerConnected { .. }).then_some(())).await;
+    wait_for(&mut a, "A announced", |e| {
+        matches!(e, MeshEvent::TrackerConnected { .. }).then_some(())
+    })
+    .await;
     // The raw peer reads A's onion key from its hello, then sends A hand-made packets.
     let raw = raw_peer(&url, &net, SWARM).await;
     let hello = within("A's hello", async {
@@ -620,7 +886,9 @@ async fn layered_loop_unknown_next_hop_bad_length_and_tampering_are_dropped_at_t
     })
     .await;
     let hex = hello["key"].as_str().unwrap();
-    let key: Vec<u8> = (0..32).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap()).collect();
+    let key: Vec<u8> = (0..32)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
     let a_key: [u8; 32] = key.try_into().unwrap();
     let a_id = a.peer_id().to_owned();
     let hop = |id: String| Hop { id, public: a_key };
@@ -653,7 +921,11 @@ async fn layered_loop_unknown_next_hop_bad_length_and_tampering_are_dropped_at_t
     })
     .await;
     for reason in ["loop", "unknown_next_hop", "payload_tampered", "bad_length"] {
-        assert_eq!(stats.layered_dropped.get(reason), Some(&1), "{reason}: {stats:?}");
+        assert_eq!(
+            stats.layered_dropped.get(reason),
+            Some(&1),
+            "{reason}: {stats:?}"
+        );
     }
     assert_eq!(stats.layered_forwarded, 0);
     a.stop().await;
@@ -671,7 +943,10 @@ async fn onion_keys_rotate_with_a_new_hello_and_old_replays_fail_the_mac() {
         ..RelayConfig::default()
     };
     let mut r = start_with(&url, &net, "r", 91, fast).await;
-    wait_for(&mut r, "R announced", |e| matches!(e, MeshEvent::TrackerConnected { .. }).then_some(())).await;
+    wait_for(&mut r, "R announced", |e| {
+        matches!(e, MeshEvent::TrackerConnected { .. }).then_some(())
+    })
+    .await;
     let raw = raw_peer(&url, &net, SWARM).await;
     let log = net.record("a");
     let a = start(&url, &net, "a", 92).await;
@@ -680,7 +955,12 @@ async fn onion_keys_rotate_with_a_new_hello_and_old_replays_fail_the_mac() {
     let t_id = t.peer_id().to_owned();
     let target = echo_routed(t);
     let through = RouteOptions::through(vec![r.peer_id().to_owned()]).mode(RouteMode::Layered);
-    let answer = within("a layered request through R", a.send_routed(&t_id, "1".into(), Some(through.clone()))).await.unwrap();
+    let answer = within(
+        "a layered request through R",
+        a.send_routed(&t_id, "1".into(), Some(through.clone())),
+    )
+    .await
+    .unwrap();
     assert_eq!(answer, Payload::Json(json!({"echo": "1"})));
     // A's packet to R, replayed at once: the replay cache catches it.
     let sent = onion_frames(&log)[0].clone();
@@ -689,7 +969,12 @@ async fn onion_keys_rotate_with_a_new_hello_and_old_replays_fail_the_mac() {
     // has to remember it), and A, told the new key by R's hellos, still routes through R.
     tokio::time::sleep(Duration::from_millis(2600)).await;
     raw.send(Frame::Binary(sent)).await.unwrap();
-    let answer = within("a layered request after rotations", a.send_routed(&t_id, "2".into(), Some(through))).await.unwrap();
+    let answer = within(
+        "a layered request after rotations",
+        a.send_routed(&t_id, "2".into(), Some(through)),
+    )
+    .await
+    .unwrap();
     assert_eq!(answer, Payload::Json(json!({"echo": "2"})));
     let stats = within("drops counted at R", async {
         loop {
@@ -701,7 +986,14 @@ async fn onion_keys_rotate_with_a_new_hello_and_old_replays_fail_the_mac() {
         }
     })
     .await;
-    assert_eq!((stats.layered_dropped.get("replay"), stats.layered_dropped.get("bad_mac")), (Some(&1), Some(&1)), "{stats:?}");
+    assert_eq!(
+        (
+            stats.layered_dropped.get("replay"),
+            stats.layered_dropped.get("bad_mac")
+        ),
+        (Some(&1), Some(&1)),
+        "{stats:?}"
+    );
     assert_eq!(stats.layered_forwarded, 4);
     drop(target);
     drop(a);

@@ -9,7 +9,9 @@
 
 use std::time::Duration;
 
-use ghostmesh::file::{FileConfig, FileError, FileOptions, FileSession, FileSource, FileStatus, ROUTED_PEER};
+use ghostmesh::file::{
+    FileConfig, FileError, FileOptions, FileSession, FileSource, FileStatus, ROUTED_PEER,
+};
 use ghostmesh::mesh::{Mesh, MeshEvent};
 use ghostmesh::relay::{RelayStats, RouteMode, RouteOptions};
 use ghostmesh::signal::SignalConfig;
@@ -69,10 +71,18 @@ async fn linked_to(meshes: &[&Mesh], n: usize) {
 
 /// `send_file`, retried while a hop's hello (its layered capability) has not reached the
 /// sender yet, which makes a layered route impossible for a moment after linking.
-async fn send_file_when_ready(mesh: &Mesh, to: &str, bytes: &[u8], options: FileOptions) -> FileSession {
+async fn send_file_when_ready(
+    mesh: &Mesh,
+    to: &str,
+    bytes: &[u8],
+    options: FileOptions,
+) -> FileSession {
     within("send_file", async {
         loop {
-            match mesh.send_file(to, FileSource::bytes(bytes.to_vec()), options.clone()).await {
+            match mesh
+                .send_file(to, FileSource::bytes(bytes.to_vec()), options.clone())
+                .await
+            {
                 Ok(s) => return s,
                 Err(e) if e.to_string().contains("layered routing impossible") => {
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -86,7 +96,10 @@ async fn send_file_when_ready(mesh: &Mesh, to: &str, bytes: &[u8], options: File
 
 /// Layers the relays passed on, in either format: (GhostMesh's, layered).
 fn carried(after: &RelayStats, before: &RelayStats) -> (u64, u64) {
-    (after.forwarded - before.forwarded, after.layered_forwarded - before.layered_forwarded)
+    (
+        after.forwarded - before.forwarded,
+        after.layered_forwarded - before.layered_forwarded,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,27 +110,52 @@ async fn send_file_with_routing_defaults_goes_through_1_and_3_relays_in_both_for
     let relays: Vec<Mesh> = {
         let mut v = Vec::new();
         for i in 0..3u64 {
-            v.push(builder(&url, &net, &format!("r{i}"), 300 + i).start().await.unwrap());
+            v.push(
+                builder(&url, &net, &format!("r{i}"), 300 + i)
+                    .start()
+                    .await
+                    .unwrap(),
+            );
         }
         v
     };
     let mut t = builder(&url, &net, "t", 310).start().await.unwrap();
     let relay_ids: Vec<String> = relays.iter().map(|m| m.peer_id().to_owned()).collect();
     let t_id = t.peer_id().to_owned();
-    let cases = [(RouteMode::Compat, 1usize), (RouteMode::Compat, 3), (RouteMode::Layered, 1), (RouteMode::Layered, 3)];
+    let cases = [
+        (RouteMode::Compat, 1usize),
+        (RouteMode::Compat, 3),
+        (RouteMode::Layered, 1),
+        (RouteMode::Layered, 3),
+    ];
     let mut senders = Vec::new();
     for (i, (mode, n)) in cases.iter().enumerate() {
         let route = RouteOptions::through(relay_ids[..*n].to_vec()).mode(*mode);
-        senders.push(builder(&url, &net, &format!("a{i}"), 320 + i as u64).routing(route).start().await.unwrap());
+        senders.push(
+            builder(&url, &net, &format!("a{i}"), 320 + i as u64)
+                .routing(route)
+                .start()
+                .await
+                .unwrap(),
+        );
     }
-    let all: Vec<&Mesh> = relays.iter().chain(std::iter::once(&t)).chain(senders.iter()).collect();
+    let all: Vec<&Mesh> = relays
+        .iter()
+        .chain(std::iter::once(&t))
+        .chain(senders.iter())
+        .collect();
     linked_to(&all, all.len() - 1).await;
 
     for (i, ((mode, n), a)) in cases.iter().zip(&senders).enumerate() {
         // 100 kB in 12 KiB chunks: an offer, 9 chunks and an end, each along its own circuit.
         let bytes = data(100_000, 400 + i as u64);
         let packets = 1 + 9 + 1;
-        let before: Vec<RelayStats> = futures_util::future::join_all(relays.iter().map(|r| r.relay_stats())).await.into_iter().map(Result::unwrap).collect();
+        let before: Vec<RelayStats> =
+            futures_util::future::join_all(relays.iter().map(|r| r.relay_stats()))
+                .await
+                .into_iter()
+                .map(Result::unwrap)
+                .collect();
         let t_before = t.relay_stats().await.unwrap();
         let name = format!("routed-{mode:?}-{n}.bin");
         let options = FileOptions {
@@ -128,10 +166,23 @@ async fn send_file_with_routing_defaults_goes_through_1_and_3_relays_in_both_for
         assert!(out.routed(), "{mode:?} {n}");
         let incoming = file_event(&mut t).await;
         assert!(incoming.routed());
-        assert_eq!((incoming.peer_id(), incoming.name(), incoming.size()), (ROUTED_PEER, name.as_str(), 100_000));
-        within("the routed file completes at the target", incoming.wait_until_complete()).await.unwrap();
-        within("the sender completes", out.wait_until_complete()).await.unwrap();
-        assert!(!out.fast_path(), "a routed transfer never takes the fast path");
+        assert_eq!(
+            (incoming.peer_id(), incoming.name(), incoming.size()),
+            (ROUTED_PEER, name.as_str(), 100_000)
+        );
+        within(
+            "the routed file completes at the target",
+            incoming.wait_until_complete(),
+        )
+        .await
+        .unwrap();
+        within("the sender completes", out.wait_until_complete())
+            .await
+            .unwrap();
+        assert!(
+            !out.fast_path(),
+            "a routed transfer never takes the fast path"
+        );
         // Every byte, in order (the Rust sender's SHA-256 in file-end was checked before
         // completion too).
         let got = incoming.read_range(0, incoming.size()).await.unwrap();
@@ -148,13 +199,24 @@ async fn send_file_with_routing_defaults_goes_through_1_and_3_relays_in_both_for
             assert_eq!(c, expected, "relay {j}, {mode:?} through {n}");
         }
         let t_after = t.relay_stats().await.unwrap();
-        let delivered = (t_after.delivered - t_before.delivered, t_after.layered_delivered - t_before.layered_delivered);
-        let expected = if *mode == RouteMode::Layered { (0, packets) } else { (packets, 0) };
+        let delivered = (
+            t_after.delivered - t_before.delivered,
+            t_after.layered_delivered - t_before.layered_delivered,
+        );
+        let expected = if *mode == RouteMode::Layered {
+            (0, packets)
+        } else {
+            (packets, 0)
+        };
         assert_eq!(delivered, expected, "{mode:?} {n}");
     }
     for r in &relays {
         let s = r.relay_stats().await.unwrap();
-        assert_eq!(s.dropped_ttl + s.dropped_malformed + s.dropped_unknown_next + s.dropped_too_large, 0, "{s:?}");
+        assert_eq!(
+            s.dropped_ttl + s.dropped_malformed + s.dropped_unknown_next + s.dropped_too_large,
+            0,
+            "{s:?}"
+        );
         assert!(s.layered_dropped.is_empty(), "{s:?}");
     }
     // (A session completes when its hash check passes; the core forgets it just after.)
@@ -168,15 +230,32 @@ async fn send_file_with_routing_defaults_goes_through_1_and_3_relays_in_both_for
         }
     })
     .await;
-    assert_eq!((stats.unknown_transfer, stats.malformed, stats.refused_offers), (0, 0, 0), "{stats:?}");
+    assert_eq!(
+        (
+            stats.unknown_transfer,
+            stats.malformed,
+            stats.refused_offers
+        ),
+        (0, 0, 0),
+        "{stats:?}"
+    );
 
     // Random relays (a fresh route per packet) deliver too.
     let mut random = builder(&url, &net, "random", 330)
-        .routing(RouteOptions { through: vec![], hops: 2, ..RouteOptions::default() })
+        .routing(RouteOptions {
+            through: vec![],
+            hops: 2,
+            ..RouteOptions::default()
+        })
         .start()
         .await
         .unwrap();
-    let all: Vec<&Mesh> = relays.iter().chain(std::iter::once(&t)).chain(senders.iter()).chain(std::iter::once(&random)).collect();
+    let all: Vec<&Mesh> = relays
+        .iter()
+        .chain(std::iter::once(&t))
+        .chain(senders.iter())
+        .chain(std::iter::once(&random))
+        .collect();
     linked_to(&all, all.len() - 1).await;
     let all: Vec<ghostmesh::mesh::MeshHandle> = all.into_iter().map(|m| m.handle()).collect();
     let bytes = data(50_000, 499);
@@ -188,10 +267,21 @@ async fn send_file_with_routing_defaults_goes_through_1_and_3_relays_in_both_for
             s.forwarded + s.layered_forwarded
         })
         .sum();
-    let out = random.send_file(&t_id, FileSource::bytes(bytes.clone()), FileOptions::default()).await.unwrap();
+    let out = random
+        .send_file(
+            &t_id,
+            FileSource::bytes(bytes.clone()),
+            FileOptions::default(),
+        )
+        .await
+        .unwrap();
     let incoming = file_event(&mut t).await;
-    within("a file over random relays", incoming.wait_until_complete()).await.unwrap();
-    within("its sender", out.wait_until_complete()).await.unwrap();
+    within("a file over random relays", incoming.wait_until_complete())
+        .await
+        .unwrap();
+    within("its sender", out.wait_until_complete())
+        .await
+        .unwrap();
     assert_eq!(incoming.read_range(0, 50_000).await.unwrap(), bytes);
     let after: u64 = futures_util::future::join_all(all.iter().map(|m| m.relay_stats()))
         .await
@@ -205,7 +295,13 @@ async fn send_file_with_routing_defaults_goes_through_1_and_3_relays_in_both_for
     assert_eq!(after - before, 14);
 
     // As for send: the receiver need not be linked, the first relay must be.
-    let unlinked = random.send_file(&"ab".repeat(20), FileSource::bytes(vec![1u8; 10]), FileOptions::default()).await;
+    let unlinked = random
+        .send_file(
+            &"ab".repeat(20),
+            FileSource::bytes(vec![1u8; 10]),
+            FileOptions::default(),
+        )
+        .await;
     assert!(unlinked.is_ok(), "{unlinked:?}");
     random.stop().await;
     let lonely = builder(&url, &net, "lonely", 331)
@@ -213,7 +309,14 @@ async fn send_file_with_routing_defaults_goes_through_1_and_3_relays_in_both_for
         .start()
         .await
         .unwrap();
-    let err = lonely.send_file(&t_id, FileSource::bytes(vec![1u8; 10]), FileOptions::default()).await.unwrap_err();
+    let err = lonely
+        .send_file(
+            &t_id,
+            FileSource::bytes(vec![1u8; 10]),
+            FileOptions::default(),
+        )
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("send refused"), "{err}");
     drop((lonely, senders, relays, t));
     tracker.shutdown().await;
@@ -231,11 +334,22 @@ async fn a_routed_cancel_reaches_the_receiver_and_a_receiver_cancel_stays_local(
     let r = builder(&url, &net, "r", 340).start().await.unwrap();
     let mut t = builder(&url, &net, "t", 341).start().await.unwrap();
     let route = RouteOptions::through(vec![r.peer_id().to_owned()]).mode(RouteMode::Compat);
-    let a = builder(&url, &net, "a", 342).routing(route).start().await.unwrap();
+    let a = builder(&url, &net, "a", 342)
+        .routing(route)
+        .start()
+        .await
+        .unwrap();
     linked_to(&[&a, &r, &t], 2).await;
     let t_id = t.peer_id().to_owned();
 
-    let out = a.send_file(&t_id, FileSource::bytes(data(6_000_000, 7)), FileOptions::default()).await.unwrap();
+    let out = a
+        .send_file(
+            &t_id,
+            FileSource::bytes(data(6_000_000, 7)),
+            FileOptions::default(),
+        )
+        .await
+        .unwrap();
     let incoming = file_event(&mut t).await;
     out.cancel("changed my mind").await;
     within("the cancel comes through the relay", ended(&incoming)).await;
@@ -250,11 +364,20 @@ async fn a_routed_cancel_reaches_the_receiver_and_a_receiver_cancel_stays_local(
 
     // The receiver cancels: nothing can go back through the relays, so its side ends and
     // the sender's (which, like GhostMesh's, hears nothing) finishes sending.
-    let out = a.send_file(&t_id, FileSource::bytes(data(300_000, 8)), FileOptions::default()).await.unwrap();
+    let out = a
+        .send_file(
+            &t_id,
+            FileSource::bytes(data(300_000, 8)),
+            FileOptions::default(),
+        )
+        .await
+        .unwrap();
     let incoming = file_event(&mut t).await;
     incoming.cancel("no thanks").await;
     assert_eq!(incoming.status(), FileStatus::Canceled);
-    within("the sender finishes", out.wait_until_complete()).await.unwrap();
+    within("the sender finishes", out.wait_until_complete())
+        .await
+        .unwrap();
     // Its chunks for the gone transfer are counted, not stored.
     let stats = within("late chunks counted", async {
         loop {
@@ -317,7 +440,10 @@ async fn ghostmesh_routed_files_become_sessions_within_the_incoming_bounds() {
     let url = tracker.ws_url();
     let net = MemoryNetwork::new(MemoryConfig::default());
     let mut a = builder(&url, &net, "a", 350).start().await.unwrap();
-    wait_for(&mut a, "A announced", |e| matches!(e, MeshEvent::TrackerConnected { .. }).then_some(())).await;
+    wait_for(&mut a, "A announced", |e| {
+        matches!(e, MeshEvent::TrackerConnected { .. }).then_some(())
+    })
+    .await;
     // The raw peer (a stand-in for a GhostMesh JavaScript peer) links to A only; A relays.
     let raw = raw_peer(&url, &net, SWARM).await;
     let raw = raw.as_ref();
@@ -327,7 +453,11 @@ async fn ghostmesh_routed_files_become_sessions_within_the_incoming_bounds() {
         idle_timeout: Duration::from_secs(2),
         ..FileConfig::default()
     };
-    let mut t = builder(&url, &net, "t", 351).file_config(files).start().await.unwrap();
+    let mut t = builder(&url, &net, "t", 351)
+        .file_config(files)
+        .start()
+        .await
+        .unwrap();
     let t_id = wait_for(&mut a, "A meets T", connected("A")).await;
     assert_eq!(t_id, t.peer_id());
     let mut msg_id = 1000;
@@ -335,7 +465,10 @@ async fn ghostmesh_routed_files_become_sessions_within_the_incoming_bounds() {
     let mut routed = |packet: &Value| {
         circuit += 1;
         msg_id += 1;
-        (ghostmesh_routed(&format!("{circuit:016x}"), &t_id, packet), msg_id)
+        (
+            ghostmesh_routed(&format!("{circuit:016x}"), &t_id, packet),
+            msg_id,
+        )
     };
 
     // In GhostMesh's order: offer, chunks, end, each along its own circuit.
@@ -349,8 +482,16 @@ async fn ghostmesh_routed_files_become_sessions_within_the_incoming_bounds() {
         send_packet(raw, &v, id).await;
     }
     let s = file_event(&mut t).await;
-    assert_eq!((s.transfer_id(), s.name(), s.peer_id(), s.routed()), (id1, "js.bin", ROUTED_PEER, true));
-    within("the GhostMesh routed file completes", s.wait_until_complete()).await.unwrap();
+    assert_eq!(
+        (s.transfer_id(), s.name(), s.peer_id(), s.routed()),
+        (id1, "js.bin", ROUTED_PEER, true)
+    );
+    within(
+        "the GhostMesh routed file completes",
+        s.wait_until_complete(),
+    )
+    .await
+    .unwrap();
     assert_eq!(s.read_range(0, 30_000).await.unwrap(), bytes);
     assert_eq!(a.relay_stats().await.unwrap().forwarded, 5);
     assert_eq!(t.relay_stats().await.unwrap().delivered, 5);
@@ -358,7 +499,12 @@ async fn ghostmesh_routed_files_become_sessions_within_the_incoming_bounds() {
     // Reordered, as separate routes may deliver: a chunk before the offer, the end before
     // the last chunk. The chunk waits for its offer, the end for the missing bytes.
     let id2 = "00000000000000a2";
-    for p in [chunk(id2, 1, 12_288, &bytes), offer(id2, "late-offer.bin", 30_000, 12_288), chunk(id2, 0, 12_288, &bytes), end(id2)] {
+    for p in [
+        chunk(id2, 1, 12_288, &bytes),
+        offer(id2, "late-offer.bin", 30_000, 12_288),
+        chunk(id2, 0, 12_288, &bytes),
+        end(id2),
+    ] {
         let (v, id) = routed(&p);
         send_packet(raw, &v, id).await;
     }
@@ -372,10 +518,19 @@ async fn ghostmesh_routed_files_become_sessions_within_the_incoming_bounds() {
     .await;
     // The end came (it was sent before this check), yet the transfer waits for its last chunk.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!((s.status(), s.bytes()), (FileStatus::Active, 24_576), "the end waits for the last chunk");
+    assert_eq!(
+        (s.status(), s.bytes()),
+        (FileStatus::Active, 24_576),
+        "the end waits for the last chunk"
+    );
     let (v, id) = routed(&chunk(id2, 2, 12_288, &bytes));
     send_packet(raw, &v, id).await;
-    within("the reordered routed file completes", s.wait_until_complete()).await.unwrap();
+    within(
+        "the reordered routed file completes",
+        s.wait_until_complete(),
+    )
+    .await
+    .unwrap();
     assert_eq!(s.read_range(0, 30_000).await.unwrap(), bytes);
 
     // Routed offers, whoever sends them, share the routed pseudo-peer's slots: two at once
@@ -387,7 +542,10 @@ async fn ghostmesh_routed_files_become_sessions_within_the_incoming_bounds() {
     }
     let first = file_event(&mut t).await;
     let second = file_event(&mut t).await;
-    assert_eq!((first.transfer_id(), second.transfer_id()), (offers[0].as_str(), offers[1].as_str()));
+    assert_eq!(
+        (first.transfer_id(), second.transfer_id()),
+        (offers[0].as_str(), offers[1].as_str())
+    );
     let stats = within("refusals counted", async {
         loop {
             let s = t.file_stats().await.unwrap();
@@ -400,11 +558,22 @@ async fn ghostmesh_routed_files_become_sessions_within_the_incoming_bounds() {
     .await;
     assert_eq!((stats.refused_offers, stats.incoming), (2, 2), "{stats:?}");
     // A direct transfer is not held back by the routed slots.
-    let direct = a.send_file(&t_id, FileSource::bytes(bytes.clone()), FileOptions::default()).await.unwrap();
+    let direct = a
+        .send_file(
+            &t_id,
+            FileSource::bytes(bytes.clone()),
+            FileOptions::default(),
+        )
+        .await
+        .unwrap();
     let d = file_event(&mut t).await;
     assert!(!d.routed() && d.peer_id() == a.peer_id());
-    within("the direct file completes", d.wait_until_complete()).await.unwrap();
-    within("its sender", direct.wait_until_complete()).await.unwrap();
+    within("the direct file completes", d.wait_until_complete())
+        .await
+        .unwrap();
+    within("its sender", direct.wait_until_complete())
+        .await
+        .unwrap();
     // Silent routed transfers end after the idle timeout and free their slots.
     within("the idle timeout", ended(&first)).await;
     assert_eq!(first.error(), Some(FileError::Timeout));

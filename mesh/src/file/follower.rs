@@ -42,10 +42,9 @@ impl HashFollower {
             while let Ok(front) = rx.wait_for(|&f| f > hashed).await.map(|f| *f) {
                 let target = front.min(hashed + MAX_PASS);
                 let file = file.clone();
-                let pass = tokio::task::spawn_blocking(move || {
-                    feed(hasher, buf, &file, hashed, target)
-                })
-                .await;
+                let pass =
+                    tokio::task::spawn_blocking(move || feed(hasher, buf, &file, hashed, target))
+                        .await;
                 match pass {
                     Ok((h, b, reached)) => {
                         hasher = h;

@@ -98,7 +98,12 @@ impl Transfers {
             .min()
     }
 
-    pub(super) fn on_offer(&mut self, now: Instant, peer: &PeerId, mut offer: Offer) -> Option<FileSession> {
+    pub(super) fn on_offer(
+        &mut self,
+        now: Instant,
+        peer: &PeerId,
+        mut offer: Offer,
+    ) -> Option<FileSession> {
         let key = (peer.clone(), offer.transfer_id.clone());
         // A routed offer never gets the fast path: nothing could go back to its sender.
         let routed = peer == super::ROUTED_PEER;
@@ -117,8 +122,14 @@ impl Transfers {
             return self.refuse(peer, &offer.transfer_id, reason);
         }
         let from_peer = self.incoming.keys().filter(|(p, _)| p == peer).count();
-        if from_peer >= self.cfg.max_incoming_per_peer || self.incoming.len() >= self.cfg.max_incoming {
-            return self.refuse(peer, &offer.transfer_id, "too many transfers at once".into());
+        if from_peer >= self.cfg.max_incoming_per_peer
+            || self.incoming.len() >= self.cfg.max_incoming
+        {
+            return self.refuse(
+                peer,
+                &offer.transfer_id,
+                "too many transfers at once".into(),
+            );
         }
         let dir = self.cfg.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
         let temp = tempfile::Builder::new()
@@ -255,7 +266,8 @@ impl Transfers {
         };
         match result {
             Ok(bytes) => {
-                inc.session.changed(Some(FileEvent::Progress { bytes, total: size }));
+                inc.session
+                    .changed(Some(FileEvent::Progress { bytes, total: size }));
                 let window = self.cfg.fast_window;
                 let paused = inc.session.status() == FileStatus::Paused;
                 if inc.fast && !paused && bytes - inc.acked >= window / 4 {
@@ -354,10 +366,10 @@ impl Transfers {
                 self.ack(&key.0, &key.1, inc.session.size(), true);
             }
         } else {
-            let reason = inc
-                .session
-                .error()
-                .map_or_else(|| "integrity: hash check failed".to_owned(), |e| e.to_string());
+            let reason = inc.session.error().map_or_else(
+                || "integrity: hash check failed".to_owned(),
+                |e| e.to_string(),
+            );
             self.cancel_sender(&key, reason);
         }
     }
@@ -411,7 +423,9 @@ impl Early {
             return dropped + 1;
         }
         while self.held.len() >= EARLY_PACKETS || self.bytes + len > EARLY_BYTES {
-            let Some((_, _, n)) = self.held.pop_front() else { break };
+            let Some((_, _, n)) = self.held.pop_front() else {
+                break;
+            };
             self.bytes -= n;
             dropped += 1;
         }
@@ -439,7 +453,11 @@ impl Early {
 
     fn expire(&mut self, now: Instant) -> u64 {
         let mut n = 0;
-        while self.held.front().is_some_and(|(at, ..)| now.saturating_duration_since(*at) > EARLY_TTL) {
+        while self
+            .held
+            .front()
+            .is_some_and(|(at, ..)| now.saturating_duration_since(*at) > EARLY_TTL)
+        {
             if let Some((_, _, len)) = self.held.pop_front() {
                 self.bytes -= len;
                 n += 1;
@@ -461,7 +479,12 @@ fn verdict(session: &FileSession, ok: bool, expected: &str) {
 
 /// Feeds bytes `from..size` of `file` to `hasher` (which holds the bytes below `from`);
 /// returns the digest as lowercase hex.
-fn hash_file(mut hasher: Sha256, file: Option<&std::fs::File>, from: u64, size: u64) -> std::io::Result<String> {
+fn hash_file(
+    mut hasher: Sha256,
+    file: Option<&std::fs::File>,
+    from: u64,
+    size: u64,
+) -> std::io::Result<String> {
     use std::os::unix::fs::FileExt;
     let file = file.ok_or_else(|| std::io::Error::other("file gone"))?;
     let mut buf = vec![0u8; 1 << 20];
@@ -507,7 +530,11 @@ mod tests {
         assert_eq!((got, expired), (vec![chunk("new", 10)], 0));
         // Bytes: a chunk that does not fit pushes out as many as needed; one over the whole
         // budget is not held at all.
-        assert_eq!(e.hold(t0, chunk("big", EARLY_BYTES - 100)), 53, "63 held, 10 of them fit beside it");
+        assert_eq!(
+            e.hold(t0, chunk("big", EARLY_BYTES - 100)),
+            53,
+            "63 held, 10 of them fit beside it"
+        );
         assert!(e.bytes <= EARLY_BYTES);
         assert_eq!(e.hold(t0, chunk("huge", EARLY_BYTES + 1)), 1);
         // Age: everything older than the TTL goes at the next call, counted.
@@ -517,7 +544,10 @@ mod tests {
         assert_eq!((got.len(), expired), (0, held));
         assert_eq!((e.held.len(), e.bytes), (0, 0));
         // Ends are held too, and come back in arrival order with the chunks.
-        let end = Packet::End { transfer_id: "x".into(), sha256: None };
+        let end = Packet::End {
+            transfer_id: "x".into(),
+            sha256: None,
+        };
         e.hold(later, chunk("x", 1));
         e.hold(later, end.clone());
         assert_eq!(e.take(later, "x").0, vec![chunk("x", 1), end]);

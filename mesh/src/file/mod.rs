@@ -47,8 +47,8 @@ pub(crate) mod session;
 pub(crate) mod transfers;
 
 pub use ranges::RangeSet;
-pub use transfers::FileStats;
 pub use session::{Direction, FileEvent, FileReader, FileSession, FileStatus};
+pub use transfers::FileStats;
 
 /// GhostMesh's default chunk size (12 KiB).
 pub const DEFAULT_CHUNK_SIZE: u64 = 12 * 1024;

@@ -236,7 +236,9 @@ mod tests {
         assert_eq!((rx1.try_recv(), rx2.try_recv()), (Ok(true), Ok(true)));
         assert!(rx3.try_recv().is_err() && o.is_parked(&peer, "t"));
         // Replies stop at 750; control frames at 1000, dropped and counted beyond.
-        assert!(!o.reply_fits(&peer, 10) && !o.push_reply(&peer, vec![Frame::Text("x".repeat(10))]));
+        assert!(
+            !o.reply_fits(&peer, 10) && !o.push_reply(&peer, vec![Frame::Text("x".repeat(10))])
+        );
         assert!(o.push_control(&peer, vec![Frame::Text("x".repeat(200))]));
         assert!(!o.push_control(&peer, vec![Frame::Binary(vec![0; 1])]));
         assert_eq!((o.dropped, o.bytes(&peer)), (1, 1000));

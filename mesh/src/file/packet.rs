@@ -238,7 +238,8 @@ pub fn is_file_packet(value: &Value) -> bool {
 }
 
 fn field<'a>(v: &'a Value, key: &str) -> Result<&'a Value, PacketError> {
-    v.get(key).ok_or_else(|| PacketError(format!("missing {key}")))
+    v.get(key)
+        .ok_or_else(|| PacketError(format!("missing {key}")))
 }
 
 fn str_field(v: &Value, key: &str, max: usize) -> Result<String, PacketError> {
@@ -373,7 +374,9 @@ pub fn is_fast(frame: &[u8]) -> bool {
 /// Decodes an [`encode_fast`] frame: (transfer id, offset, bytes).
 pub fn decode_fast(frame: &[u8]) -> Result<(String, u64, &[u8]), PacketError> {
     let bad = |why: &str| PacketError(format!("fast chunk frame: {why}"));
-    let rest = frame.strip_prefix(&FAST_MAGIC).ok_or_else(|| bad("no magic"))?;
+    let rest = frame
+        .strip_prefix(&FAST_MAGIC)
+        .ok_or_else(|| bad("no magic"))?;
     let (&version, rest) = rest.split_first().ok_or_else(|| bad("truncated"))?;
     if version != 1 {
         return Err(bad(&format!("unknown version {version}")));
@@ -447,10 +450,23 @@ mod tests {
             crate::wire::MAX_CHUNK_UNITS,
         );
         assert_eq!(frames.len(), 2);
-        assert!(frames[0].starts_with(r#"^{"id":123456,"msg":"{\"__ghostmeshInternal\":\"file-chunk\""#));
+        assert!(
+            frames[0]
+                .starts_with(r#"^{"id":123456,"msg":"{\"__ghostmeshInternal\":\"file-chunk\""#)
+        );
         // Defaults GhostMesh uses: cancel reason, chunk counting.
-        let cancel = decode(&json!({"__ghostmeshInternal": "file-cancel", "transferId": "t"}), 0).unwrap();
-        assert_eq!(cancel, Packet::Cancel { transfer_id: "t".into(), reason: "Transfer canceled".into() });
+        let cancel = decode(
+            &json!({"__ghostmeshInternal": "file-cancel", "transferId": "t"}),
+            0,
+        )
+        .unwrap();
+        assert_eq!(
+            cancel,
+            Packet::Cancel {
+                transfer_id: "t".into(),
+                reason: "Transfer canceled".into()
+            }
+        );
         assert_eq!((total_chunks(0, 12288), total_chunks(12289, 12288)), (1, 2));
     }
 
@@ -465,19 +481,32 @@ mod tests {
         let id = "0123456789abcdef";
         let cases = [
             (
-                Packet::RangeRequest { transfer_id: id.into(), start: 36_864, end: 135_168 },
+                Packet::RangeRequest {
+                    transfer_id: id.into(),
+                    start: 36_864,
+                    end: 135_168,
+                },
                 r#"{"__ghostmeshInternal":"file-range-request","transferId":"0123456789abcdef","start":36864,"end":135168}"#,
             ),
             (
-                Packet::Cancel { transfer_id: id.into(), reason: "Transfer canceled".into() },
+                Packet::Cancel {
+                    transfer_id: id.into(),
+                    reason: "Transfer canceled".into(),
+                },
                 r#"{"__ghostmeshInternal":"file-cancel","transferId":"0123456789abcdef","reason":"Transfer canceled"}"#,
             ),
             (
-                Packet::Cancel { transfer_id: id.into(), reason: "Transfer destroyed".into() },
+                Packet::Cancel {
+                    transfer_id: id.into(),
+                    reason: "Transfer destroyed".into(),
+                },
                 r#"{"__ghostmeshInternal":"file-cancel","transferId":"0123456789abcdef","reason":"Transfer destroyed"}"#,
             ),
             (
-                Packet::End { transfer_id: id.into(), sha256: None },
+                Packet::End {
+                    transfer_id: id.into(),
+                    sha256: None,
+                },
                 r#"{"__ghostmeshInternal":"file-end","transferId":"0123456789abcdef"}"#,
             ),
         ];
@@ -493,18 +522,35 @@ mod tests {
                 crate::wire::MAX_CHUNK_UNITS,
             );
             let msg = serde_json::to_string(fixture).unwrap();
-            assert_eq!(frames, vec![format!(r#"^{{"id":123456,"msg":{msg},"o":1,"c":0,"last":true}}"#)]);
+            assert_eq!(
+                frames,
+                vec![format!(
+                    r#"^{{"id":123456,"msg":{msg},"o":1,"c":0,"last":true}}"#
+                )]
+            );
         }
         // Rust senders add the hash after GhostMesh's fields (GhostMesh reads named fields).
         let hash = "ab".repeat(32);
-        let end = Packet::End { transfer_id: id.into(), sha256: Some(hash.clone()) };
+        let end = Packet::End {
+            transfer_id: id.into(),
+            sha256: Some(hash.clone()),
+        };
         assert_eq!(
             end.to_json().to_string(),
-            format!(r#"{{"__ghostmeshInternal":"file-end","transferId":"0123456789abcdef","sha256":"{hash}"}}"#)
+            format!(
+                r#"{{"__ghostmeshInternal":"file-end","transferId":"0123456789abcdef","sha256":"{hash}"}}"#
+            )
         );
         // GhostMesh's numbers may come as floats (`1024.0` from some serialisers).
         let float = json!({"__ghostmeshInternal": "file-range-request", "transferId": id, "start": 1024.0, "end": 2048.0});
-        assert_eq!(decode(&float, 0).unwrap(), Packet::RangeRequest { transfer_id: id.into(), start: 1024, end: 2048 });
+        assert_eq!(
+            decode(&float, 0).unwrap(),
+            Packet::RangeRequest {
+                transfer_id: id.into(),
+                start: 1024,
+                end: 2048
+            }
+        );
     }
 
     #[test]
@@ -529,8 +575,16 @@ mod tests {
     fn fast_frames_round_trip_and_reject_garbage() {
         let f = encode_fast("abc", 77, b"xyz");
         assert!(is_fast(&f));
-        assert_eq!(decode_fast(&f).unwrap(), ("abc".to_owned(), 77, &b"xyz"[..]));
-        for bad in [&f[..5], &f[..9], b"^{}".as_slice(), &[0, b'G', b'M', b'F', 2, 1, b'a']] {
+        assert_eq!(
+            decode_fast(&f).unwrap(),
+            ("abc".to_owned(), 77, &b"xyz"[..])
+        );
+        for bad in [
+            &f[..5],
+            &f[..9],
+            b"^{}".as_slice(),
+            &[0, b'G', b'M', b'F', 2, 1, b'a'],
+        ] {
             assert!(decode_fast(bad).is_err());
         }
     }

@@ -112,7 +112,10 @@ impl Sender {
     /// hashed while the core queues this one.
     async fn hand_over(&mut self, batch: Batch) -> Option<oneshot::Receiver<bool>> {
         let (reply, rx) = oneshot::channel();
-        let (peer, id) = (self.session.peer_id().to_owned(), self.session.transfer_id().to_owned());
+        let (peer, id) = (
+            self.session.peer_id().to_owned(),
+            self.session.transfer_id().to_owned(),
+        );
         let msg = match batch {
             Batch::Frames(frames) => FileMsg::Out {
                 peer,
@@ -120,7 +123,12 @@ impl Sender {
                 frames,
                 reply,
             },
-            Batch::Routed(packet) => FileMsg::Routed { peer, id, packet, reply },
+            Batch::Routed(packet) => FileMsg::Routed {
+                peer,
+                id,
+                packet,
+                reply,
+            },
         };
         self.tx.send(msg).await.ok().map(|()| rx)
     }
@@ -192,14 +200,23 @@ async fn hash_source(source: RandomAccess, size: u64) -> Result<String, FileErro
 }
 
 /// Sends `session`'s file from `reader`; ends with the session complete, failed or canceled.
-pub(crate) async fn run(session: FileSession, mut reader: Reader, plan: Plan, tx: mpsc::Sender<FileMsg>) {
+pub(crate) async fn run(
+    session: FileSession,
+    mut reader: Reader,
+    plan: Plan,
+    tx: mpsc::Sender<FileMsg>,
+) {
     let mut s = Sender {
         session: session.clone(),
         tx,
         rng: StdRng::seed_from_u64(plan.seed),
         routed: plan.routed,
     };
-    let (size, chunk_size, id) = (session.size(), session.chunk_size(), session.transfer_id().to_owned());
+    let (size, chunk_size, id) = (
+        session.size(),
+        session.chunk_size(),
+        session.transfer_id().to_owned(),
+    );
     let source = session.state().source.clone();
     let upfront = match (&source, plan.hash_upfront) {
         (Some(src), true) => match hash_source(src.clone(), size).await {
@@ -240,7 +257,11 @@ pub(crate) async fn run(session: FileSession, mut reader: Reader, plan: Plan, tx
     while offset < size || first {
         first = false;
         // Paused: wait; canceled or failed: stop.
-        if s.session.wait(|st| st.status == FileStatus::Active).await.is_err() {
+        if s.session
+            .wait(|st| st.status == FileStatus::Active)
+            .await
+            .is_err()
+        {
             return s.done().await;
         }
         let grant = s.session.state().fast_window;
@@ -248,7 +269,9 @@ pub(crate) async fn run(session: FileSession, mut reader: Reader, plan: Plan, tx
             let sent = offset;
             let waited = s
                 .session
-                .wait(|st| st.status == FileStatus::Active && sent.saturating_sub(st.acked) < grant.window)
+                .wait(|st| {
+                    st.status == FileStatus::Active && sent.saturating_sub(st.acked) < grant.window
+                })
                 .await;
             if waited.is_err() {
                 return s.done().await;
@@ -264,7 +287,9 @@ pub(crate) async fn run(session: FileSession, mut reader: Reader, plan: Plan, tx
             let mut frame = packet::encode_fast(&id, offset, &[]);
             let header = frame.len();
             if let Err(e) = reader.append(offset, len, &mut frame).await {
-                return s.fail(FileError::Io(format!("reading the source: {e}"))).await;
+                return s
+                    .fail(FileError::Io(format!("reading the source: {e}")))
+                    .await;
             }
             match hasher.take() {
                 // A large frame is hashed on the blocking pool (the frame goes there and
@@ -293,7 +318,9 @@ pub(crate) async fn run(session: FileSession, mut reader: Reader, plan: Plan, tx
         } else {
             buf.resize(len, 0);
             if let Err(e) = reader.read_exact(offset, &mut buf).await {
-                return s.fail(FileError::Io(format!("reading the source: {e}"))).await;
+                return s
+                    .fail(FileError::Io(format!("reading the source: {e}")))
+                    .await;
             }
             if let Some(h) = hasher.as_mut() {
                 h.update(&buf);

@@ -191,11 +191,7 @@ impl PartialEq for FileSession {
 }
 
 impl FileSession {
-    pub(crate) fn new(
-        info: Info,
-        state: State,
-        control: mpsc::Sender<FileMsg>,
-    ) -> Self {
+    pub(crate) fn new(info: Info, state: State, control: mpsc::Sender<FileMsg>) -> Self {
         let (version, _) = watch::channel(0);
         let (events, _) = broadcast::channel(256);
         FileSession {
@@ -306,7 +302,11 @@ impl FileSession {
     pub fn progress(&self) -> f64 {
         let size = self.size();
         if size == 0 {
-            return if self.status() == FileStatus::Complete { 1.0 } else { 0.0 };
+            return if self.status() == FileStatus::Complete {
+                1.0
+            } else {
+                0.0
+            };
         }
         self.bytes() as f64 / size as f64
     }
@@ -340,9 +340,10 @@ impl FileSession {
                     return Ok(());
                 }
                 if st.status.is_final() {
-                    return Err(st.error.clone().unwrap_or(FileError::Protocol(
-                        "the transfer ended first".into(),
-                    )));
+                    return Err(st
+                        .error
+                        .clone()
+                        .unwrap_or(FileError::Protocol("the transfer ended first".into())));
                 }
             }
             if rx.changed().await.is_err() {
@@ -447,14 +448,17 @@ impl FileSession {
             if st.status.is_final() {
                 None
             } else {
-                st.ranges.first_gap(start, end).filter(|&gap| gap > front).and_then(|gap| {
-                    let limit = gap + MAX_RANGE_CHUNKS * self.chunk_size();
-                    let stop = end.min(limit);
-                    (!st.requested.contains(gap, stop)).then(|| {
-                        st.requested.insert(gap, stop);
-                        (gap, stop)
+                st.ranges
+                    .first_gap(start, end)
+                    .filter(|&gap| gap > front)
+                    .and_then(|gap| {
+                        let limit = gap + MAX_RANGE_CHUNKS * self.chunk_size();
+                        let stop = end.min(limit);
+                        (!st.requested.contains(gap, stop)).then(|| {
+                            st.requested.insert(gap, stop);
+                            (gap, stop)
+                        })
                     })
-                })
             }
         };
         if let Some((s, e)) = ask {
@@ -510,7 +514,9 @@ pub struct FileReader {
 
 impl fmt::Debug for FileReader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FileReader").field("pos", &self.pos).finish()
+        f.debug_struct("FileReader")
+            .field("pos", &self.pos)
+            .finish()
     }
 }
 
@@ -534,7 +540,9 @@ impl AsyncRead for FileReader {
             let ready = session.state().ranges.contiguous_from(start);
             let want = (buf.remaining() as u64).min(READ_PIECE);
             let end = (start + ready.clamp(1, want)).min(size);
-            self.pending = Some(Box::pin(async move { session.read_range(start, end).await }));
+            self.pending = Some(Box::pin(
+                async move { session.read_range(start, end).await },
+            ));
         }
         let Some(fut) = self.pending.as_mut() else {
             return Poll::Ready(Ok(()));

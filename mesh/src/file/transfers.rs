@@ -163,7 +163,10 @@ impl Transfers {
     }
 
     pub(crate) fn add_outgoing(&mut self, session: FileSession) {
-        let key = (session.peer_id().to_owned(), session.transfer_id().to_owned());
+        let key = (
+            session.peer_id().to_owned(),
+            session.transfer_id().to_owned(),
+        );
         let last = crate::mesh::clock_now();
         self.outgoing.insert(key, Outgoing { session, last });
     }
@@ -182,7 +185,8 @@ impl Transfers {
         }
         let id = MsgId::p2pt(self.rng.next_u32());
         let frames = encode_chunks(&id, &Payload::Json(packet), MAX_CHUNK_UNITS);
-        self.outbox.push_control(peer, frames.into_iter().map(Frame::Text).collect());
+        self.outbox
+            .push_control(peer, frames.into_iter().map(Frame::Text).collect());
     }
 
     /// Queues a control message's frames (a routed cancel, wrapped for its first relay) ahead
@@ -204,9 +208,20 @@ impl Transfers {
     }
 
     /// A sender task's frames: queued now, or once the peer's outbox drains.
-    fn enqueue(&mut self, peer: PeerId, id: Option<String>, frames: Vec<Frame>, reply: oneshot::Sender<bool>) {
+    fn enqueue(
+        &mut self,
+        peer: PeerId,
+        id: Option<String>,
+        frames: Vec<Frame>,
+        reply: oneshot::Sender<bool>,
+    ) {
         let owner = id.map(|id| (peer.clone(), id));
-        if let Some(key) = self.outbox.enqueue(Parked { peer, owner, frames, reply }) {
+        if let Some(key) = self.outbox.enqueue(Parked {
+            peer,
+            owner,
+            frames,
+            reply,
+        }) {
             self.touch(&key, crate::mesh::clock_now());
         }
     }
@@ -215,7 +230,13 @@ impl Transfers {
     /// hop's outbox like any chunk (it waits while the outbox is over its park mark, so the
     /// per-peer bound holds for relays too), or `false` to the sender when the transfer is
     /// gone or `first` has no link.
-    pub(crate) fn enqueue_routed(&mut self, first: PeerId, owner: Key, frames: Vec<Frame>, reply: oneshot::Sender<bool>) {
+    pub(crate) fn enqueue_routed(
+        &mut self,
+        first: PeerId,
+        owner: Key,
+        frames: Vec<Frame>,
+        reply: oneshot::Sender<bool>,
+    ) {
         if !self.outgoing.contains_key(&owner) || !self.linked.contains(&first) {
             let _ = reply.send(false);
             return;
@@ -234,7 +255,8 @@ impl Transfers {
     /// A routed outgoing transfer could not be sent on (no route): it fails with `why`.
     pub(crate) fn fail_routed(&mut self, key: &Key, why: String) {
         if let Some(o) = self.outgoing.remove(key) {
-            o.session.finish(FileStatus::Failed, Some(FileError::Unavailable(why)));
+            o.session
+                .finish(FileStatus::Failed, Some(FileError::Unavailable(why)));
             self.outbox.unpark(&key.0, &key.1);
         }
     }
@@ -284,7 +306,8 @@ impl Transfers {
         self.range_reads.remove(peer);
         self.incoming.retain(|(p, _), inc| {
             if p == peer {
-                inc.session.finish(FileStatus::Failed, Some(FileError::PeerClosed));
+                inc.session
+                    .finish(FileStatus::Failed, Some(FileError::PeerClosed));
             }
             p != peer
         });
@@ -293,7 +316,8 @@ impl Transfers {
         self.outgoing.retain(|(p, _), o| {
             let lost = p == peer && !o.session.routed();
             if lost {
-                o.session.finish(FileStatus::Failed, Some(FileError::PeerClosed));
+                o.session
+                    .finish(FileStatus::Failed, Some(FileError::PeerClosed));
             }
             !lost
         });
@@ -302,10 +326,12 @@ impl Transfers {
     /// The mesh stops: every live session fails.
     pub(crate) fn shutdown(&mut self) {
         for (_, inc) in self.incoming.drain() {
-            inc.session.finish(FileStatus::Failed, Some(FileError::Stopped));
+            inc.session
+                .finish(FileStatus::Failed, Some(FileError::Stopped));
         }
         for (_, o) in self.outgoing.drain() {
-            o.session.finish(FileStatus::Failed, Some(FileError::Stopped));
+            o.session
+                .finish(FileStatus::Failed, Some(FileError::Stopped));
         }
         self.outbox.shutdown();
     }
@@ -348,9 +374,12 @@ impl Transfers {
             }
         }
         for key in expired {
-            let Some(o) = self.outgoing.remove(&key) else { continue };
+            let Some(o) = self.outgoing.remove(&key) else {
+                continue;
+            };
             self.stats.outgoing_timeouts += 1;
-            o.session.finish(FileStatus::Failed, Some(FileError::Timeout));
+            o.session
+                .finish(FileStatus::Failed, Some(FileError::Timeout));
             self.outbox.unpark(&key.0, &key.1);
             let cancel = Packet::Cancel {
                 transfer_id: key.1.clone(),
@@ -361,7 +390,12 @@ impl Transfers {
     }
 
     /// A file packet from `peer`; returns a new incoming session to announce.
-    pub(crate) fn on_packet(&mut self, now: Instant, peer: &PeerId, value: &Value) -> Option<FileSession> {
+    pub(crate) fn on_packet(
+        &mut self,
+        now: Instant,
+        peer: &PeerId,
+        value: &Value,
+    ) -> Option<FileSession> {
         let max_data = self.max_chunk_data();
         let packet = match packet::decode(value, max_data) {
             Ok(p) => p,
@@ -505,7 +539,11 @@ impl Transfers {
                         offset: start,
                         data,
                     };
-                    let frames = encode_chunks(&MsgId::p2pt(seed), &Payload::Json(chunk.to_json()), MAX_CHUNK_UNITS);
+                    let frames = encode_chunks(
+                        &MsgId::p2pt(seed),
+                        &Payload::Json(chunk.to_json()),
+                        MAX_CHUNK_UNITS,
+                    );
                     Some(frames.into_iter().map(Frame::Text).collect())
                 }
                 _ => None,
@@ -549,7 +587,12 @@ impl Transfers {
                 routed,
                 control,
             } => self.on_control(peer, id, direction, routed, control),
-            FileMsg::Out { peer, id, frames, reply } => self.enqueue(peer, id, frames, reply),
+            FileMsg::Out {
+                peer,
+                id,
+                frames,
+                reply,
+            } => self.enqueue(peer, id, frames, reply),
             FileMsg::RangeReply { peer, frames } => self.on_range_reply(peer, frames),
             FileMsg::Verified { peer, id, ok } => self.on_verified(peer, id, ok),
             // The core routes these itself; one reaching here has no route to take.
@@ -563,7 +606,14 @@ impl Transfers {
         }
     }
 
-    fn on_control(&mut self, peer: PeerId, id: String, direction: Direction, routed: bool, control: Control) {
+    fn on_control(
+        &mut self,
+        peer: PeerId,
+        id: String,
+        direction: Direction,
+        routed: bool,
+        control: Control,
+    ) {
         let key = (peer, id);
         match control {
             Control::Cancel(reason) => {
@@ -623,14 +673,22 @@ impl Transfers {
 
     pub(super) fn unknown(&mut self, peer: &PeerId, what: &str) -> Option<FileSession> {
         self.stats.unknown_transfer += 1;
-        self.warnings
-            .push((peer.clone(), format!("{what} for an unknown transfer (ignored)")));
+        self.warnings.push((
+            peer.clone(),
+            format!("{what} for an unknown transfer (ignored)"),
+        ));
         None
     }
 
-    pub(super) fn refuse(&mut self, peer: &PeerId, id: &str, reason: String) -> Option<FileSession> {
+    pub(super) fn refuse(
+        &mut self,
+        peer: &PeerId,
+        id: &str,
+        reason: String,
+    ) -> Option<FileSession> {
         self.stats.refused_offers += 1;
-        self.warnings.push((peer.clone(), format!("file offer refused: {reason}")));
+        self.warnings
+            .push((peer.clone(), format!("file offer refused: {reason}")));
         let packet = Packet::Cancel {
             transfer_id: id.to_owned(),
             reason,

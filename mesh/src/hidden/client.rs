@@ -39,7 +39,11 @@ impl MeshHandle {
 
     /// As an entry, forwards requests for `service` to `master` (or stops, with `None`);
     /// returns the master it replaces. The config's `services` map seeds the same table.
-    pub fn route_hidden_service(&self, service: &str, master: Option<&str>) -> Option<crate::mesh::PeerId> {
+    pub fn route_hidden_service(
+        &self,
+        service: &str,
+        master: Option<&str>,
+    ) -> Option<crate::mesh::PeerId> {
         self.hidden.set_master(service, master.map(str::to_owned))
     }
 
@@ -73,7 +77,11 @@ impl MeshHandle {
             Some(e) => e,
             None => {
                 let linked = self.peers().await?;
-                let usable: Vec<&String> = cfg.entry_peers.iter().filter(|p| linked.contains(p)).collect();
+                let usable: Vec<&String> = cfg
+                    .entry_peers
+                    .iter()
+                    .filter(|p| linked.contains(p))
+                    .collect();
                 if usable.is_empty() {
                     return Err(hidden(HiddenError::NoEntry));
                 }
@@ -85,7 +93,15 @@ impl MeshHandle {
             Some(k) => k.clone(),
             None => tokio::task::spawn_blocking(KeyPair::generate)
                 .await
-                .map_err(|e| hidden(HiddenError::Crypto(crypto::CryptoError::Internal(if e.is_panic() { "keygen panicked" } else { "keygen cancelled" }))))?
+                .map_err(|e| {
+                    hidden(HiddenError::Crypto(crypto::CryptoError::Internal(
+                        if e.is_panic() {
+                            "keygen panicked"
+                        } else {
+                            "keygen cancelled"
+                        },
+                    )))
+                })?
                 .map_err(|e| hidden(HiddenError::Crypto(e)))?,
         };
         let request = {
@@ -113,13 +129,19 @@ impl MeshHandle {
             packet::pad(&mut v, fixed);
         }
         let timeout = opts.timeout.unwrap_or(
-            self.hidden.request_timeout + Duration::from_millis(cfg.response_delay_ms.0.max(cfg.response_delay_ms.1)),
+            self.hidden.request_timeout
+                + Duration::from_millis(cfg.response_delay_ms.0.max(cfg.response_delay_ms.1)),
         );
         let answer = match opts.route {
             Some(route) => {
-                self.send_routed_with_info(&entry, Payload::Json(v), Some(route), Some(timeout)).await?.0
+                self.send_routed_with_info(&entry, Payload::Json(v), Some(route), Some(timeout))
+                    .await?
+                    .0
             }
-            None => self.send_with_timeout(&entry, Payload::Json(v), timeout).await?,
+            None => {
+                self.send_with_timeout(&entry, Payload::Json(v), timeout)
+                    .await?
+            }
         };
         let Payload::Json(answer) = answer else {
             return Err(hidden(HiddenError::BadResponse("not a JSON object".into())));
@@ -139,11 +161,16 @@ impl MeshHandle {
             let mut rng = self.hidden.rng();
             let nonce = hex_id(&mut *rng);
             let plain = crate::wire::js_json::stringify(&serde_json::json!({"nonce": nonce}));
-            let env = crypto::encrypt(&mut *rng, &master_key, plain.as_bytes()).map_err(|e| hidden(HiddenError::Crypto(e)))?;
+            let env = crypto::encrypt(&mut *rng, &master_key, plain.as_bytes())
+                .map_err(|e| hidden(HiddenError::Crypto(e)))?;
             (nonce, env)
         };
         let reply = match self
-            .send_with_timeout(peer, Payload::Json(packet::reveal_request(&challenge)), self.hidden.request_timeout)
+            .send_with_timeout(
+                peer,
+                Payload::Json(packet::reveal_request(&challenge)),
+                self.hidden.request_timeout,
+            )
             .await
         {
             Ok(r) => r,
@@ -157,7 +184,12 @@ impl MeshHandle {
     }
 }
 
-fn open_response(v: &Value, req: &Request, keys: &KeyPair, entry: String) -> Result<HiddenReply, MeshError> {
+fn open_response(
+    v: &Value,
+    req: &Request,
+    keys: &KeyPair,
+    entry: String,
+) -> Result<HiddenReply, MeshError> {
     let bad = |m: &str| hidden(HiddenError::BadResponse(m.to_owned()));
     if v.get(INTERNAL_KEY).and_then(Value::as_str) != Some(packet::RESPONSE) {
         return Err(bad("not a hidden-service-response"));
@@ -168,9 +200,11 @@ fn open_response(v: &Value, req: &Request, keys: &KeyPair, entry: String) -> Res
         return Err(bad("requestId or nonce does not match the request"));
     }
     let body = v.get("body").ok_or_else(|| bad("no body"))?;
-    let env = crypto::Envelope::from_json(body, usize::MAX / 4).map_err(|e| hidden(HiddenError::Crypto(e)))?;
+    let env = crypto::Envelope::from_json(body, usize::MAX / 4)
+        .map_err(|e| hidden(HiddenError::Crypto(e)))?;
     let opened = crypto::open(keys, &env).map_err(|e| hidden(HiddenError::Crypto(e)))?;
-    let payload = packet::payload_of(&opened.plaintext).map_err(|e| hidden(HiddenError::Crypto(e)))?;
+    let payload =
+        packet::payload_of(&opened.plaintext).map_err(|e| hidden(HiddenError::Crypto(e)))?;
     if let Payload::Json(p) = &payload {
         if let Some((code, message)) = packet::as_error(p) {
             return Err(hidden(HiddenError::Remote { code, message }));

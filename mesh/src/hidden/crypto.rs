@@ -18,8 +18,8 @@ use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use aws_lc_rs::digest;
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rsa::{
-    KeySize, OAEP_SHA256_MGF1SHA256, OaepPrivateDecryptingKey, OaepPublicEncryptingKey, PrivateDecryptingKey,
-    PublicEncryptingKey,
+    KeySize, OAEP_SHA256_MGF1SHA256, OaepPrivateDecryptingKey, OaepPublicEncryptingKey,
+    PrivateDecryptingKey, PublicEncryptingKey,
 };
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -60,7 +60,9 @@ impl std::fmt::Display for CryptoError {
             CryptoError::Malformed(e) => write!(f, "malformed envelope: {e}"),
             CryptoError::WrongKey => f.write_str("wrong key or tampered key wrap"),
             CryptoError::Tampered => f.write_str("tampered ciphertext (GCM tag mismatch)"),
-            CryptoError::BindingMismatch => f.write_str("client key not bound to this request (swapped key or ids)"),
+            CryptoError::BindingMismatch => {
+                f.write_str("client key not bound to this request (swapped key or ids)")
+            }
             CryptoError::Internal(e) => write!(f, "crypto failure: {e}"),
         }
     }
@@ -77,7 +79,12 @@ pub struct PublicKey {
 
 impl std::fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PublicKey({} bits, sha256 {})", self.key.key_size_bits(), &hex(&self.fingerprint())[..16])
+        write!(
+            f,
+            "PublicKey({} bits, sha256 {})",
+            self.key.key_size_bits(),
+            &hex(&self.fingerprint())[..16]
+        )
     }
 }
 
@@ -95,11 +102,16 @@ impl PublicKey {
 
     /// From SPKI DER.
     pub fn from_der(der: &[u8]) -> Result<Self, CryptoError> {
-        let key = PublicEncryptingKey::from_der(der).map_err(|e| CryptoError::BadKey(e.to_string()))?;
+        let key =
+            PublicEncryptingKey::from_der(der).map_err(|e| CryptoError::BadKey(e.to_string()))?;
         if key.key_size_bits() < 2048 {
-            return Err(CryptoError::BadKey(format!("{}-bit RSA key; at least 2048 bits", key.key_size_bits())));
+            return Err(CryptoError::BadKey(format!(
+                "{}-bit RSA key; at least 2048 bits",
+                key.key_size_bits()
+            )));
         }
-        let key = OaepPublicEncryptingKey::new(key).map_err(|_| CryptoError::Internal("OAEP public key"))?;
+        let key = OaepPublicEncryptingKey::new(key)
+            .map_err(|_| CryptoError::Internal("OAEP public key"))?;
         Ok(PublicKey {
             der: der.to_vec(),
             key: std::sync::Arc::new(key),
@@ -153,7 +165,8 @@ impl KeyPair {
     /// A fresh 2048-bit pair (e = 65537), as GhostMesh's temporary client keys. Takes tens of
     /// milliseconds: call it off the async threads (`spawn_blocking`).
     pub fn generate() -> Result<Self, CryptoError> {
-        let key = PrivateDecryptingKey::generate(KeySize::Rsa2048).map_err(|_| CryptoError::Internal("RSA keygen"))?;
+        let key = PrivateDecryptingKey::generate(KeySize::Rsa2048)
+            .map_err(|_| CryptoError::Internal("RSA keygen"))?;
         Self::from_key(key)
     }
 
@@ -164,15 +177,23 @@ impl KeyPair {
 
     /// From PKCS#8 DER.
     pub fn from_pkcs8(der: &[u8]) -> Result<Self, CryptoError> {
-        let key = PrivateDecryptingKey::from_pkcs8(der).map_err(|e| CryptoError::BadKey(e.to_string()))?;
+        let key = PrivateDecryptingKey::from_pkcs8(der)
+            .map_err(|e| CryptoError::BadKey(e.to_string()))?;
         Self::from_key(key)
     }
 
     fn from_key(key: PrivateDecryptingKey) -> Result<Self, CryptoError> {
         if key.key_size_bits() < 2048 {
-            return Err(CryptoError::BadKey(format!("{}-bit RSA key; at least 2048 bits", key.key_size_bits())));
+            return Err(CryptoError::BadKey(format!(
+                "{}-bit RSA key; at least 2048 bits",
+                key.key_size_bits()
+            )));
         }
-        let pkcs8 = key.as_der().map_err(|_| CryptoError::Internal("PKCS#8 export"))?.as_ref().to_vec();
+        let pkcs8 = key
+            .as_der()
+            .map_err(|_| CryptoError::Internal("PKCS#8 export"))?
+            .as_ref()
+            .to_vec();
         let spki = key
             .public_key()
             .as_der()
@@ -180,7 +201,8 @@ impl KeyPair {
             .as_ref()
             .to_vec();
         let public = PublicKey::from_der(&spki)?;
-        let private = OaepPrivateDecryptingKey::new(key).map_err(|_| CryptoError::Internal("OAEP private key"))?;
+        let private = OaepPrivateDecryptingKey::new(key)
+            .map_err(|_| CryptoError::Internal("OAEP private key"))?;
         Ok(KeyPair {
             private: std::sync::Arc::new(private),
             pkcs8,
@@ -295,10 +317,16 @@ pub fn seal<R: Rng + ?Sized>(
 ) -> Result<Envelope, CryptoError> {
     let mut iv = [0u8; IV_LEN];
     rng.fill_bytes(&mut iv);
-    let aead = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).map_err(|_| CryptoError::Internal("AES key"))?);
+    let aead = LessSafeKey::new(
+        UnboundKey::new(&AES_256_GCM, key).map_err(|_| CryptoError::Internal("AES key"))?,
+    );
     let mut ciphertext = plaintext.to_vec();
-    aead.seal_in_place_append_tag(Nonce::assume_unique_for_key(iv), Aad::empty(), &mut ciphertext)
-        .map_err(|_| CryptoError::Internal("AES-GCM seal"))?;
+    aead.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(iv),
+        Aad::empty(),
+        &mut ciphertext,
+    )
+    .map_err(|_| CryptoError::Internal("AES-GCM seal"))?;
     Ok(Envelope {
         encrypted_key: to.wrap(key)?,
         iv,
@@ -307,7 +335,11 @@ pub fn seal<R: Rng + ?Sized>(
 }
 
 /// GhostMesh's `encryptHiddenPayload`: a fresh random key.
-pub fn encrypt<R: Rng + ?Sized>(rng: &mut R, to: &PublicKey, plaintext: &[u8]) -> Result<Envelope, CryptoError> {
+pub fn encrypt<R: Rng + ?Sized>(
+    rng: &mut R,
+    to: &PublicKey,
+    plaintext: &[u8],
+) -> Result<Envelope, CryptoError> {
     let key = content_key(rng, None);
     seal(rng, to, &key, plaintext)
 }
@@ -315,21 +347,29 @@ pub fn encrypt<R: Rng + ?Sized>(rng: &mut R, to: &PublicKey, plaintext: &[u8]) -
 /// Opens an envelope with `with`.
 pub fn open(with: &KeyPair, env: &Envelope) -> Result<Opened, CryptoError> {
     let key = with.unwrap_key(&env.encrypted_key)?;
-    let aead = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &key).map_err(|_| CryptoError::Internal("AES key"))?);
+    let aead = LessSafeKey::new(
+        UnboundKey::new(&AES_256_GCM, &key).map_err(|_| CryptoError::Internal("AES key"))?,
+    );
     let mut buf = env.ciphertext.clone();
     let plain = aead
         .open_in_place(Nonce::assume_unique_for_key(env.iv), Aad::empty(), &mut buf)
         .map_err(|_| CryptoError::Tampered)?;
     let n = plain.len();
     buf.truncate(n);
-    Ok(Opened { plaintext: buf, key })
+    Ok(Opened {
+        plaintext: buf,
+        key,
+    })
 }
 
 impl Envelope {
     /// `{"encryptedKey","iv","ciphertext"}`, GhostMesh's field order.
     pub fn to_json(&self) -> Value {
         let mut m = Map::new();
-        m.insert("encryptedKey".into(), B64.encode(&self.encrypted_key).into());
+        m.insert(
+            "encryptedKey".into(),
+            B64.encode(&self.encrypted_key).into(),
+        );
         m.insert("iv".into(), B64.encode(self.iv).into());
         m.insert("ciphertext".into(), B64.encode(&self.ciphertext).into());
         Value::Object(m)
@@ -343,9 +383,12 @@ impl Envelope {
                 .and_then(Value::as_str)
                 .ok_or_else(|| CryptoError::Malformed(format!("{name} missing or not a string")))?;
             if s.len() > max_bytes.saturating_mul(4) / 3 + 4 {
-                return Err(CryptoError::Malformed(format!("{name} over {max_bytes} bytes")));
+                return Err(CryptoError::Malformed(format!(
+                    "{name} over {max_bytes} bytes"
+                )));
             }
-            B64.decode(s).map_err(|e| CryptoError::Malformed(format!("{name}: {e}")))
+            B64.decode(s)
+                .map_err(|e| CryptoError::Malformed(format!("{name}: {e}")))
         };
         let encrypted_key = field("encryptedKey")?;
         let iv: [u8; IV_LEN] = field("iv")?
@@ -353,7 +396,9 @@ impl Envelope {
             .map_err(|_| CryptoError::Malformed(format!("iv is not {IV_LEN} bytes")))?;
         let ciphertext = field("ciphertext")?;
         if ciphertext.len() < TAG_LEN {
-            return Err(CryptoError::Malformed("ciphertext shorter than the GCM tag".into()));
+            return Err(CryptoError::Malformed(
+                "ciphertext shorter than the GCM tag".into(),
+            ));
         }
         Ok(Envelope {
             encrypted_key,
@@ -375,7 +420,8 @@ fn pem_der(text: &str) -> Result<Vec<u8>, CryptoError> {
     if body.is_empty() {
         return Err(CryptoError::BadKey("empty key".into()));
     }
-    B64.decode(body).map_err(|e| CryptoError::BadKey(format!("not base64: {e}")))
+    B64.decode(body)
+        .map_err(|e| CryptoError::BadKey(format!("not base64: {e}")))
 }
 
 fn to_pem(label: &str, der: &[u8]) -> String {
@@ -385,7 +431,10 @@ fn to_pem(label: &str, der: &[u8]) -> String {
         .chunks(64)
         .map(|c| std::str::from_utf8(c).unwrap_or_default())
         .collect();
-    format!("-----BEGIN {label}-----\n{}\n-----END {label}-----", lines.join("\n"))
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----",
+        lines.join("\n")
+    )
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {

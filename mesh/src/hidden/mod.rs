@@ -227,9 +227,13 @@ impl fmt::Display for HiddenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             HiddenError::NoEntry => f.write_str("no configured entry peer is linked"),
-            HiddenError::NoMasterKey => f.write_str("no master public key (hidden_service.master_public_key)"),
+            HiddenError::NoMasterKey => {
+                f.write_str("no master public key (hidden_service.master_public_key)")
+            }
             HiddenError::Crypto(e) => write!(f, "{e}"),
-            HiddenError::Remote { code, message } => write!(f, "hidden service error {code}: {message}"),
+            HiddenError::Remote { code, message } => {
+                write!(f, "hidden service error {code}: {message}")
+            }
             HiddenError::BadResponse(e) => write!(f, "bad hidden-service response: {e}"),
         }
     }
@@ -266,7 +270,10 @@ impl HiddenStats {
 }
 
 /// A master's handler.
-pub type HiddenHandler =
-    Arc<dyn Fn(Payload, HiddenContext) -> Pin<Box<dyn Future<Output = Result<Payload, String>> + Send>> + Send + Sync>;
+pub type HiddenHandler = Arc<
+    dyn Fn(Payload, HiddenContext) -> Pin<Box<dyn Future<Output = Result<Payload, String>> + Send>>
+        + Send
+        + Sync,
+>;
 
 pub(crate) use self::service::{HiddenMsg, Shared};

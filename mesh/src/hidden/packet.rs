@@ -22,8 +22,7 @@ pub const REVEAL_REQUEST: &str = "server-reveal-request";
 /// `__ghostmeshInternal` of its answer.
 pub const REVEAL_RESPONSE: &str = "server-reveal-response";
 /// GhostMesh's message for a duplicate request (a JavaScript client throws it).
-pub const DUPLICATE_MESSAGE: &str =
-    "Duplicate hidden-service request already in flight. Ask the requester to use another entry peer.";
+pub const DUPLICATE_MESSAGE: &str = "Duplicate hidden-service request already in flight. Ask the requester to use another entry peer.";
 
 /// The hidden-service kind of an internal packet, if it is one.
 pub fn kind(v: &Value) -> Option<&str> {
@@ -77,13 +76,19 @@ pub fn parse_request(v: &Value, max_body: usize) -> Result<Request, CryptoError>
         Some(Value::String(s)) => s.trim().parse::<f64>().unwrap_or(1.0),
         _ => 1.0,
     };
-    let body = v.get("body").ok_or_else(|| CryptoError::Malformed("body missing".into()))?;
+    let body = v
+        .get("body")
+        .ok_or_else(|| CryptoError::Malformed("body missing".into()))?;
     Ok(Request {
         service: str_field(v, "service")?.to_owned(),
         request_id: str_field(v, "requestId")?.to_owned(),
         nonce: str_field(v, "nonce")?.to_owned(),
         client_public_key: str_field(v, "clientPublicKey")?.to_owned(),
-        requested_hops: if hops.is_finite() { hops.clamp(1.0, u32::MAX as f64) as u64 } else { 1 },
+        requested_hops: if hops.is_finite() {
+            hops.clamp(1.0, u32::MAX as f64) as u64
+        } else {
+            1
+        },
         body: Envelope::from_json(body, max_body)?,
     })
 }
@@ -117,7 +122,12 @@ pub fn as_error(v: &Value) -> Option<(String, String)> {
     if v.get(INTERNAL_KEY).and_then(Value::as_str) != Some(ERROR) {
         return None;
     }
-    let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let s = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
     Some((s("code"), s("message")))
 }
 
@@ -131,7 +141,8 @@ pub fn plaintext(payload: &Payload) -> Vec<u8> {
 
 /// The payload back from a decrypted body: a JSON string is text, anything else JSON.
 pub fn payload_of(plain: &[u8]) -> Result<Payload, CryptoError> {
-    let v: Value = serde_json::from_slice(plain).map_err(|e| CryptoError::Malformed(format!("body is not JSON: {e}")))?;
+    let v: Value = serde_json::from_slice(plain)
+        .map_err(|e| CryptoError::Malformed(format!("body is not JSON: {e}")))?;
     Ok(match v {
         Value::String(s) => Payload::Text(s),
         other => Payload::Json(other),
@@ -181,15 +192,21 @@ pub fn check_padding(v: &Value, fixed: usize) -> Result<(), String> {
     let len = js_len(v);
     // Padded to another size, or a size class an observer could tell apart.
     if padding.is_some() && len < fixed {
-        return Err(format!("undersized padded packet: {len} characters, padding to {fixed}"));
+        return Err(format!(
+            "undersized padded packet: {len} characters, padding to {fixed}"
+        ));
     }
     // The counters an entry rewrites may add a few digits to a padded packet (GhostMesh's
     // drift): allow the `,"padding":""` key and 24 digits more.
     if padding.is_some() && len > fixed + PAD_SLACK {
-        return Err(format!("oversized padded packet: {len} characters, padding to {fixed}"));
+        return Err(format!(
+            "oversized padded packet: {len} characters, padding to {fixed}"
+        ));
     }
     if padding.is_none() && len < fixed {
-        return Err(format!("unpadded packet of {len} characters, padding to {fixed} is required"));
+        return Err(format!(
+            "unpadded packet of {len} characters, padding to {fixed} is required"
+        ));
     }
     Ok(())
 }
@@ -213,7 +230,12 @@ pub struct DelayPlan {
 impl DelayPlan {
     /// GhostMesh's rule for a route of `route_len` peers (relays + master) and a client that
     /// asked for `requested` hops; `range_ms` is `responseDelayMs`.
-    pub fn new<R: Rng + ?Sized>(rng: &mut R, route_len: usize, requested: u64, range_ms: (u64, u64)) -> Self {
+    pub fn new<R: Rng + ?Sized>(
+        rng: &mut R,
+        route_len: usize,
+        requested: u64,
+        range_ms: (u64, u64),
+    ) -> Self {
         let real_hops = (route_len as u64 + 1).max(1);
         let simulated_hops = real_hops.max(requested);
         let delayed = if real_hops < simulated_hops {
@@ -287,10 +309,14 @@ mod tests {
     #[test]
     fn padding_follows_ghostmesh_exactly() {
         // The wire reference's run: 4096 becomes 4109 characters.
-        let mut v = json!({"__ghostmeshInternal": "hidden-service-response", "service": "s", "x": "é😀"});
+        let mut v =
+            json!({"__ghostmeshInternal": "hidden-service-response", "service": "s", "x": "é😀"});
         pad(&mut v, 4096);
         assert_eq!(js_len(&v), 4096 + 13);
-        assert_eq!(v.as_object().unwrap().keys().next_back().unwrap(), "padding");
+        assert_eq!(
+            v.as_object().unwrap().keys().next_back().unwrap(),
+            "padding"
+        );
         // Already larger: untouched.
         let mut big = json!({"a": "x".repeat(5000)});
         let before = big.clone();
@@ -309,7 +335,8 @@ mod tests {
     fn padded_sizes_are_exact_for_many_payloads() {
         for n in [0usize, 1, 100, 1000, 4000] {
             for fixed in [512usize, 2048, 4096, 8192] {
-                let mut v = json!({"__ghostmeshInternal": "hidden-service-request", "body": "é".repeat(n)});
+                let mut v =
+                    json!({"__ghostmeshInternal": "hidden-service-request", "body": "é".repeat(n)});
                 let raw = js_len(&v);
                 pad(&mut v, fixed);
                 let want = if fixed > raw { fixed + 13 } else { raw };
@@ -328,7 +355,11 @@ mod tests {
         assert!(check_padding(&v, 300).is_ok());
         assert!(check_padding(&v, 600).unwrap_err().contains("undersized"));
         assert!(check_padding(&v, 100).unwrap_err().contains("oversized"));
-        assert!(check_padding(&json!({"a": 1}), 300).unwrap_err().contains("unpadded"));
+        assert!(
+            check_padding(&json!({"a": 1}), 300)
+                .unwrap_err()
+                .contains("unpadded")
+        );
         assert!(check_padding(&json!({"a": 1, "padding": "01"}), 0).is_err());
         assert!(check_padding(&json!({"a": 1}), 0).is_ok());
     }
@@ -342,17 +373,28 @@ mod tests {
             assert_eq!((p.real_hops, p.simulated_hops), (2, 3));
             assert!((1000..=5000).contains(&(p.delayed.as_millis() as u64)));
             assert_eq!(p.hold(p.delayed + Duration::from_secs(1)), Duration::ZERO);
-            assert_eq!(p.hold(Duration::from_millis(10)), p.delayed - Duration::from_millis(10));
+            assert_eq!(
+                p.hold(Duration::from_millis(10)),
+                p.delayed - Duration::from_millis(10)
+            );
         }
         // Long enough: no delay.
         let p = DelayPlan::new(&mut rng, 2, 3, (1000, 5000));
-        assert_eq!((p.real_hops, p.simulated_hops, p.delayed), (3, 3, Duration::ZERO));
+        assert_eq!(
+            (p.real_hops, p.simulated_hops, p.delayed),
+            (3, 3, Duration::ZERO)
+        );
         let p = DelayPlan::new(&mut rng, 5, 3, (1000, 5000));
-        assert_eq!((p.real_hops, p.simulated_hops, p.delayed), (6, 6, Duration::ZERO));
+        assert_eq!(
+            (p.real_hops, p.simulated_hops, p.delayed),
+            (6, 6, Duration::ZERO)
+        );
         // Same seed, same delays.
         let draw = |seed| {
             let mut r = StdRng::seed_from_u64(seed);
-            (0..5).map(|_| DelayPlan::new(&mut r, 1, 4, (1, 1000)).delayed).collect::<Vec<_>>()
+            (0..5)
+                .map(|_| DelayPlan::new(&mut r, 1, 4, (1, 1000)).delayed)
+                .collect::<Vec<_>>()
         };
         assert_eq!(draw(3), draw(3));
         assert_ne!(draw(3), draw(4));
@@ -389,15 +431,48 @@ mod tests {
         };
         let v = request(&r);
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
-        assert_eq!(keys, ["__ghostmeshInternal", "service", "requestId", "nonce", "clientPublicKey", "requestedHops", "body"]);
-        let body_keys: Vec<&str> = v["body"].as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "__ghostmeshInternal",
+                "service",
+                "requestId",
+                "nonce",
+                "clientPublicKey",
+                "requestedHops",
+                "body"
+            ]
+        );
+        let body_keys: Vec<&str> = v["body"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         assert_eq!(body_keys, ["encryptedKey", "iv", "ciphertext"]);
         assert_eq!(v["body"]["encryptedKey"].as_str().unwrap().len(), 344);
         assert_eq!(v["body"]["iv"].as_str().unwrap().len(), 16);
         assert_eq!(parse_request(&v, 1 << 20).unwrap(), r);
         let resp = response("svc", "a", "b", &env);
-        let keys: Vec<&str> = resp.as_object().unwrap().keys().map(String::as_str).collect();
-        assert_eq!(keys, ["__ghostmeshInternal", "service", "requestId", "nonce", "body", "realHops", "simulatedHops", "delayedMs"]);
+        let keys: Vec<&str> = resp
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "__ghostmeshInternal",
+                "service",
+                "requestId",
+                "nonce",
+                "body",
+                "realHops",
+                "simulatedHops",
+                "delayedMs"
+            ]
+        );
         assert_eq!(
             js_json::stringify(&reveal_response(Err("server-reveal-disabled"), "ab")),
             r#"{"__ghostmeshInternal":"server-reveal-response","ok":false,"reason":"server-reveal-disabled","peerId":"ab"}"#
@@ -409,10 +484,25 @@ mod tests {
         // Bad input names the field.
         let mut bad = v.clone();
         bad["body"]["iv"] = "AAAA".into();
-        assert!(parse_request(&bad, 1 << 20).unwrap_err().to_string().contains("iv"));
+        assert!(
+            parse_request(&bad, 1 << 20)
+                .unwrap_err()
+                .to_string()
+                .contains("iv")
+        );
         bad = v.clone();
         bad.as_object_mut().unwrap().remove("clientPublicKey");
-        assert!(parse_request(&bad, 1 << 20).unwrap_err().to_string().contains("clientPublicKey"));
-        assert!(parse_request(&v, 4).unwrap_err().to_string().contains("over"));
+        assert!(
+            parse_request(&bad, 1 << 20)
+                .unwrap_err()
+                .to_string()
+                .contains("clientPublicKey")
+        );
+        assert!(
+            parse_request(&v, 4)
+                .unwrap_err()
+                .to_string()
+                .contains("over")
+        );
     }
 }

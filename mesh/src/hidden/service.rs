@@ -35,9 +35,16 @@ pub(crate) enum Reply {
 #[derive(Debug)]
 pub(crate) enum HiddenMsg {
     /// A `hidden-service-request` from `from`.
-    Request { from: PeerId, packet: Value, reply: Reply },
+    Request {
+        from: PeerId,
+        packet: Value,
+        reply: Reply,
+    },
     /// A `server-reveal-request`.
-    Reveal { packet: Value, handle: ResponseHandle },
+    Reveal {
+        packet: Value,
+        handle: ResponseHandle,
+    },
 }
 
 /// Packets queued between the core and the task before the core drops them.
@@ -60,7 +67,9 @@ pub(crate) struct Shared {
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("hidden::Shared").field("me", &self.me).finish_non_exhaustive()
+        f.debug_struct("hidden::Shared")
+            .field("me", &self.me)
+            .finish_non_exhaustive()
     }
 }
 
@@ -80,7 +89,12 @@ impl Shared {
         let (tx, rx) = mpsc::channel(QUEUE);
         let shared = Shared {
             replay: Mutex::new(ReplayCache::new(cfg.replay_window, cfg.max_replay_entries)),
-            masters: Mutex::new(cfg.services.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+            masters: Mutex::new(
+                cfg.services
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ),
             in_flight: Mutex::new(InFlight::new(request_timeout, cfg.max_in_flight)),
             cfg,
             me,
@@ -129,7 +143,10 @@ impl Shared {
     }
 
     fn master_of(&self, service: &str) -> Option<PeerId> {
-        lock(&self.masters).get(service).cloned().or_else(|| self.cfg.master_peer_id.clone())
+        lock(&self.masters)
+            .get(service)
+            .cloned()
+            .or_else(|| self.cfg.master_peer_id.clone())
     }
 
     fn handler(&self, service: &str) -> Option<HiddenHandler> {
@@ -138,7 +155,11 @@ impl Shared {
 }
 
 /// The task: takes packets from the core until the mesh stops.
-pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<HiddenMsg>, handle: MeshHandle) {
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<HiddenMsg>,
+    handle: MeshHandle,
+) {
     let slots = Arc::new(Semaphore::new(shared.cfg.max_in_flight.max(1)));
     while let Some(msg) = rx.recv().await {
         match msg {
@@ -146,12 +167,22 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<HiddenMsg>, 
                 let answer = reveal(&shared, &packet);
                 let _ = handle.respond(h, Payload::Json(answer)).await;
             }
-            HiddenMsg::Request { from, packet, reply } => {
+            HiddenMsg::Request {
+                from,
+                packet,
+                reply,
+            } => {
                 let Ok(slot) = slots.clone().try_acquire_owned() else {
                     // Refuse at once, cheaply (one RSA public-key operation), rather than queue.
                     shared.count("busy");
                     if let Ok((req, key)) = parse(&shared, &packet) {
-                        let v = error_response(&shared, &req, &key, "busy", "too many hidden-service requests in flight");
+                        let v = error_response(
+                            &shared,
+                            &req,
+                            &key,
+                            "busy",
+                            "too many hidden-service requests in flight",
+                        );
                         answer(&handle, &reply, v).await;
                     }
                     continue;
@@ -175,7 +206,13 @@ async fn answer(handle: &MeshHandle, reply: &Reply, v: Option<Value>) {
 }
 
 /// A `hidden-service-response` whose body is an encrypted `hidden-service-error`.
-fn error_response(shared: &Shared, req: &Request, client: &PublicKey, code: &str, message: &str) -> Option<Value> {
+fn error_response(
+    shared: &Shared,
+    req: &Request,
+    client: &PublicKey,
+    code: &str,
+    message: &str,
+) -> Option<Value> {
     let plain = js_json::stringify(&packet::error_plaintext(code, message));
     let env = crypto::encrypt(&mut *shared.rng(), client, plain.as_bytes()).ok()?;
     let mut v = packet::response(&req.service, &req.request_id, &req.nonce, &env);
@@ -229,19 +266,26 @@ async fn master(
     client: &PublicKey,
 ) -> Result<Value, Refusal> {
     let cfg = &shared.cfg;
-    let identity = cfg
-        .identity
-        .as_ref()
-        .ok_or(("no_identity", "no-identity", "the master has no private key".to_owned()))?;
-    let opened = crypto::open(identity, &req.body).map_err(|e| ("decrypt_failed", "decrypt-failed", e.to_string()))?;
+    let identity = cfg.identity.as_ref().ok_or((
+        "no_identity",
+        "no-identity",
+        "the master has no private key".to_owned(),
+    ))?;
+    let opened = crypto::open(identity, &req.body)
+        .map_err(|e| ("decrypt_failed", "decrypt-failed", e.to_string()))?;
     let binding = Binding {
         client_key: client,
         request_id: &req.request_id,
         nonce: &req.nonce,
     };
-    let bound = crypto::check_binding(&opened.key, binding).map_err(|e| ("key_swap", "key-swap", e.to_string()))?;
+    let bound = crypto::check_binding(&opened.key, binding)
+        .map_err(|e| ("key_swap", "key-swap", e.to_string()))?;
     if !bound && cfg.require_bound_requests {
-        return Err(("unbound", "unbound-request", "this master requires key-bound requests".into()));
+        return Err((
+            "unbound",
+            "unbound-request",
+            "this master requires key-bound requests".into(),
+        ));
     }
     let body_id: [u8; 32] = {
         let mut out = [0u8; 32];
@@ -251,13 +295,19 @@ async fn master(
     let seen = lock(&shared.replay).insert(body_id, Instant::now());
     match seen {
         Ok(()) => {}
-        Err(Refused::Seen) => return Err(("replay", "replay", "this request was already served".into())),
+        Err(Refused::Seen) => {
+            return Err(("replay", "replay", "this request was already served".into()));
+        }
         Err(Refused::Full) => {
-            return Err(("replay_cache_full", "busy", "the master's replay cache is full; retry later".into()));
+            return Err((
+                "replay_cache_full",
+                "busy",
+                "the master's replay cache is full; retry later".into(),
+            ));
         }
     }
-    let payload =
-        packet::payload_of(&opened.plaintext).map_err(|e| ("decrypt_failed", "decrypt-failed", e.to_string()))?;
+    let payload = packet::payload_of(&opened.plaintext)
+        .map_err(|e| ("decrypt_failed", "decrypt-failed", e.to_string()))?;
     let ctx = HiddenContext {
         request_id: req.request_id.clone(),
         service: req.service.clone(),
@@ -266,7 +316,9 @@ async fn master(
         client_public_key: client.clone(),
         bound,
     };
-    let result = handler(payload, ctx).await.map_err(|e| ("handler_error", "handler-error", e))?;
+    let result = handler(payload, ctx)
+        .await
+        .map_err(|e| ("handler_error", "handler-error", e))?;
     let env = crypto::encrypt(&mut *shared.rng(), client, &packet::plaintext(&result))
         .map_err(|e| ("handler_error", "encrypt-failed", e.to_string()))?;
     let mut v = packet::response(&req.service, &req.request_id, &req.nonce, &env);
@@ -284,16 +336,32 @@ async fn entry(
     v: Value,
     req: &Request,
 ) -> Result<Value, Refusal> {
-    let master = shared
-        .master_of(&req.service)
-        .ok_or_else(|| ("unknown_service", "unknown-service", format!("no master for service {:?}", req.service)))?;
+    let master = shared.master_of(&req.service).ok_or_else(|| {
+        (
+            "unknown_service",
+            "unknown-service",
+            format!("no master for service {:?}", req.service),
+        )
+    })?;
     let key = format!("{}:{}:{}", req.service, req.request_id, req.nonce);
     let started = Instant::now();
     let refused = lock(&shared.in_flight).start(&key, started);
     match refused {
         Ok(()) => {}
-        Err(Refused::Seen) => return Err(("duplicate", "duplicate-request", packet::DUPLICATE_MESSAGE.into())),
-        Err(Refused::Full) => return Err(("busy", "busy", "too many hidden-service requests in flight".into())),
+        Err(Refused::Seen) => {
+            return Err((
+                "duplicate",
+                "duplicate-request",
+                packet::DUPLICATE_MESSAGE.into(),
+            ));
+        }
+        Err(Refused::Full) => {
+            return Err((
+                "busy",
+                "busy",
+                "too many hidden-service requests in flight".into(),
+            ));
+        }
     }
     let result = forward(shared, handle, from, &master, v, req, started).await;
     lock(&shared.in_flight).finish(&key);
@@ -317,8 +385,10 @@ async fn forward(
     }
     let relays: Vec<PeerId> = if cfg.through.is_empty() {
         let linked = handle.peers().await.unwrap_or_default();
-        let candidates: Vec<&PeerId> =
-            linked.iter().filter(|p| *p != master && *p != from && **p != shared.me).collect();
+        let candidates: Vec<&PeerId> = linked
+            .iter()
+            .filter(|p| *p != master && *p != from && **p != shared.me)
+            .collect();
         let want = (requested as usize).saturating_sub(1).min(candidates.len());
         let mut rng = shared.rng();
         rand::seq::index::sample(&mut *rng, candidates.len(), want)
@@ -330,12 +400,19 @@ async fn forward(
     };
     let route = RouteOptions::through(relays);
     let (response, info) = handle
-        .send_routed_with_info(master, Payload::Json(v), Some(route), Some(shared.request_timeout))
+        .send_routed_with_info(
+            master,
+            Payload::Json(v),
+            Some(route),
+            Some(shared.request_timeout),
+        )
         .await
         .map_err(|e| ("master_unreachable", "master-unreachable", e.to_string()))?;
     let mut resp = match response {
         Payload::Json(r)
-            if r.get(crate::relay::packet::INTERNAL_KEY).and_then(Value::as_str) == Some(packet::RESPONSE)
+            if r.get(crate::relay::packet::INTERNAL_KEY)
+                .and_then(Value::as_str)
+                == Some(packet::RESPONSE)
                 && r.get("requestId").and_then(Value::as_str) == Some(req.request_id.as_str())
                 && r.get("nonce").and_then(Value::as_str) == Some(req.nonce.as_str()) =>
         {
@@ -346,7 +423,12 @@ async fn forward(
             return Err(("bad_master_response", "bad-master-response", msg));
         }
     };
-    let plan = DelayPlan::new(&mut *shared.rng(), info.route.len(), requested, cfg.response_delay_ms);
+    let plan = DelayPlan::new(
+        &mut *shared.rng(),
+        info.route.len(),
+        requested,
+        cfg.response_delay_ms,
+    );
     let hold = plan.hold(started.elapsed());
     if !hold.is_zero() {
         lock(&shared.stats).delayed += 1;
@@ -378,7 +460,9 @@ fn reveal(shared: &Shared, v: &Value) -> Value {
         .and_then(|env| crypto::open(identity, &env).ok())
         .and_then(|o| serde_json::from_slice::<Value>(&o.plaintext).ok())
         .and_then(|p| match p {
-            Value::Object(m) if m.len() == 1 => m.get("nonce").and_then(Value::as_str).map(str::to_owned),
+            Value::Object(m) if m.len() == 1 => {
+                m.get("nonce").and_then(Value::as_str).map(str::to_owned)
+            }
             _ => None,
         });
     match nonce {

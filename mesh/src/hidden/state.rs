@@ -91,7 +91,8 @@ impl InFlight {
     /// Starts `key` at `now`, or says why not.
     pub fn start(&mut self, key: &str, now: Instant) -> Result<(), Refused> {
         let timeout = self.timeout;
-        self.live.retain(|_, at| now.saturating_duration_since(*at) < timeout);
+        self.live
+            .retain(|_, at| now.saturating_duration_since(*at) < timeout);
         if self.live.contains_key(key) {
             return Err(Refused::Seen);
         }
@@ -131,8 +132,14 @@ mod tests {
         }
         assert_eq!(c.insert([0; 32], t0), Err(Refused::Seen));
         // Full of live entries: a new one is refused, the old ones stay.
-        assert_eq!(c.insert([9; 32], t0 + Duration::from_secs(30)), Err(Refused::Full));
-        assert_eq!(c.insert([1; 32], t0 + Duration::from_secs(30)), Err(Refused::Seen));
+        assert_eq!(
+            c.insert([9; 32], t0 + Duration::from_secs(30)),
+            Err(Refused::Full)
+        );
+        assert_eq!(
+            c.insert([1; 32], t0 + Duration::from_secs(30)),
+            Err(Refused::Seen)
+        );
         assert_eq!(c.len(), 3);
         // After the window they expire and room returns.
         assert_eq!(c.insert([9; 32], t0 + Duration::from_secs(61)), Ok(()));

@@ -19,8 +19,8 @@ use crate::file::packet::{is_fast, is_file_packet};
 use crate::file::session::{Direction, Info, RandomAccess, State};
 use crate::file::transfers::{FileMsg, Transfers};
 use crate::file::{FileError, FileSession, FileStatus, ROUTED_PEER, RangeSet, transfer_id};
-use crate::hidden::packet::{self as hidden, kind as hidden_kind};
 use crate::hidden::HiddenMsg;
+use crate::hidden::packet::{self as hidden, kind as hidden_kind};
 use crate::hidden::service::Reply as HiddenReplyTo;
 use crate::node::{Event, Node, RequestId};
 use crate::relay::{self, Relay, RelayConfig, RouteInfo, RouteOptions, RoutedReply};
@@ -316,7 +316,9 @@ impl Core {
                 info,
                 reply,
             } => {
-                let route = route.or_else(|| self.routing.clone()).or_else(|| Some(RouteOptions::default()));
+                let route = route
+                    .or_else(|| self.routing.clone())
+                    .or_else(|| Some(RouteOptions::default()));
                 self.routed(now, target, payload, route, timeout, info, reply);
             }
             CoreMsg::SendOnion {
@@ -327,7 +329,9 @@ impl Core {
             } => {
                 let opts = route.or_else(|| self.routing.clone()).unwrap_or_default();
                 let linked = self.linked();
-                let result = self.relay.onion(&mut self.rng, &linked, &target, &payload, &opts);
+                let result = self
+                    .relay
+                    .onion(&mut self.rng, &linked, &target, &payload, &opts);
                 let _ = reply.send(result.map(|(action, info)| {
                     self.act(now, action);
                     info
@@ -436,7 +440,9 @@ impl Core {
         let linked = self.linked();
         let timeout = timeout.unwrap_or(self.node.config().request_timeout);
         let rng = &mut self.rng;
-        let sent = self.relay.request(rng, now, timeout, &linked, &target, &payload, &opts, reply);
+        let sent = self
+            .relay
+            .request(rng, now, timeout, &linked, &target, &payload, &opts, reply);
         if let Some((action, route)) = sent {
             if let Some(info) = info {
                 let _ = info.send(route);
@@ -450,7 +456,9 @@ impl Core {
         match action {
             relay::Action::Send(peer, packet) => {
                 // A refusal here (the link just went, queues full) is a drop, as on any relay.
-                let _ = self.node.send_no_reply(now, &peer, Payload::Json(packet), &mut self.rng);
+                let _ = self
+                    .node
+                    .send_no_reply(now, &peer, Payload::Json(packet), &mut self.rng);
             }
             relay::Action::SendBinary(peer, frame) => self.transfers.push_binary(&peer, frame),
             relay::Action::Deliver(msg) => match (&msg.payload, msg.reply) {
@@ -471,7 +479,9 @@ impl Core {
                         reply: HiddenReplyTo::Routed(reply),
                     });
                 }
-                (_, reply) => self.backlog.push_back(MeshEvent::Onion(relay::OnionMessage { reply, ..*msg })),
+                (_, reply) => self
+                    .backlog
+                    .push_back(MeshEvent::Onion(relay::OnionMessage { reply, ..*msg })),
             },
         }
     }
@@ -491,13 +501,17 @@ impl Core {
                 data: vec![0; req.chunk_size.min(req.size).min(256 << 10) as usize],
             };
             let sample = Payload::Json(sample.to_json());
-            self.relay.check_route(&mut self.rng, &linked, &peer, &sample, &opts)?;
+            self.relay
+                .check_route(&mut self.rng, &linked, &peer, &sample, &opts)?;
         } else if !self.peers.contains_key(&peer) {
             return Err(MeshError::Send(crate::node::SendError::NoLink));
         }
         let cfg = self.transfers.config().clone();
         if self.transfers.outgoing_count() >= cfg.max_outgoing {
-            let e = format!("already {} outgoing transfers (max_outgoing)", cfg.max_outgoing);
+            let e = format!(
+                "already {} outgoing transfers (max_outgoing)",
+                cfg.max_outgoing
+            );
             return Err(MeshError::File(FileError::Limit(e)));
         }
         let id = transfer_id(&mut self.rng);
@@ -538,40 +552,72 @@ impl Core {
 
     fn file_msg(&mut self, msg: FileMsg) {
         match msg {
-            FileMsg::Out { peer, frames, reply, .. } if !self.peers.contains_key(&peer) => {
+            FileMsg::Out {
+                peer,
+                frames,
+                reply,
+                ..
+            } if !self.peers.contains_key(&peer) => {
                 drop(frames);
                 let _ = reply.send(false);
             }
-            FileMsg::Routed { peer, id, packet, reply } => self.routed_file_packet(peer, id, packet, reply),
+            FileMsg::Routed {
+                peer,
+                id,
+                packet,
+                reply,
+            } => self.routed_file_packet(peer, id, packet, reply),
             other => self.transfers.on_msg(other),
         }
         self.take_file_warnings();
     }
 
-    /// A routed transfer's packet to `target`, along a freshly built route with a new circuit
-    /// id (GhostMesh's `sendFile` with `onion`): its frames wait in the first relay's outbox.
-    /// No route: the transfer fails with the reason.
-    fn routed_file_packet(&mut self, target: PeerId, id: String, packet: serde_json::Value, reply: oneshot::Sender<bool>) {
+    /// A file packet to `target` along a freshly built route with a new circuit id (GhostMesh's
+    /// `sendFile` with `onion`): the first relay and the frames for it.
+    fn route_file_packet(
+        &mut self,
+        target: &PeerId,
+        packet: serde_json::Value,
+    ) -> Result<(PeerId, Vec<Frame>), String> {
         let opts = self.routing.clone().unwrap_or_default();
         let linked = self.linked();
-        let key = (target, id);
-        let sent = self.relay.onion(&mut self.rng, &linked, &key.0, &Payload::Json(packet), &opts);
+        let sent = self.relay.onion(
+            &mut self.rng,
+            &linked,
+            target,
+            &Payload::Json(packet),
+            &opts,
+        );
         match sent {
             Ok((relay::Action::Send(first, outer), _)) => {
                 let msg_id = MsgId::p2pt(rand::Rng::next_u32(&mut self.rng));
                 let frames = encode_chunks(&msg_id, &Payload::Json(outer), MAX_CHUNK_UNITS);
-                let frames = frames.into_iter().map(Frame::Text).collect();
-                self.transfers.enqueue_routed(first, key, frames, reply);
+                Ok((first, frames.into_iter().map(Frame::Text).collect()))
             }
             Ok((relay::Action::SendBinary(first, frame), _)) => {
-                self.transfers.enqueue_routed(first, key, vec![Frame::Binary(frame)], reply);
+                Ok((first, vec![Frame::Binary(frame)]))
             }
-            Ok((relay::Action::Deliver(_), _)) => {
-                self.transfers.fail_routed(&key, "no route to the receiver".into());
-                let _ = reply.send(false);
+            Ok(_) => Err("no route to the receiver".into()),
+            Err(e) => Err(format!("no route to the receiver: {e}")),
+        }
+    }
+
+    /// A routed transfer's packet: its frames wait in the first relay's outbox. No route: the
+    /// transfer fails with the reason.
+    fn routed_file_packet(
+        &mut self,
+        target: PeerId,
+        id: String,
+        packet: serde_json::Value,
+        reply: oneshot::Sender<bool>,
+    ) {
+        match self.route_file_packet(&target, packet) {
+            Ok((first, frames)) => {
+                self.transfers
+                    .enqueue_routed(first, (target, id), frames, reply)
             }
-            Err(e) => {
-                self.transfers.fail_routed(&key, format!("no route to the receiver: {e}"));
+            Err(why) => {
+                self.transfers.fail_routed(&(target, id), why);
                 let _ = reply.send(false);
             }
         }
@@ -582,24 +628,13 @@ impl Core {
     /// when its outbox is full).
     fn take_file_warnings(&mut self) {
         for (peer, message) in self.transfers.warnings.drain(..) {
-            self.backlog.push_back(MeshEvent::PeerWarning { peer, message });
+            self.backlog
+                .push_back(MeshEvent::PeerWarning { peer, message });
         }
-        let out = std::mem::take(&mut self.transfers.routed_out);
-        if out.is_empty() {
-            return;
-        }
-        let opts = self.routing.clone().unwrap_or_default();
-        let linked = self.linked();
-        for (target, packet) in out {
-            match self.relay.onion(&mut self.rng, &linked, &target, &Payload::Json(packet), &opts) {
-                Ok((relay::Action::Send(first, outer), _)) => {
-                    let msg_id = MsgId::p2pt(rand::Rng::next_u32(&mut self.rng));
-                    let frames = encode_chunks(&msg_id, &Payload::Json(outer), MAX_CHUNK_UNITS);
-                    self.transfers.push_frames(&first, frames.into_iter().map(Frame::Text).collect());
-                }
-                Ok((relay::Action::SendBinary(first, frame), _)) => self.transfers.push_binary(&first, frame),
-                // No route now: the receiver's idle timeout ends its side.
-                Ok((relay::Action::Deliver(_), _)) | Err(_) => {}
+        for (target, packet) in std::mem::take(&mut self.transfers.routed_out) {
+            // No route now: the receiver's idle timeout ends its side.
+            if let Ok((first, frames)) = self.route_file_packet(&target, packet) {
+                self.transfers.push_frames(&first, frames);
             }
         }
     }
@@ -613,7 +648,10 @@ impl Core {
             }
             NetMsg::Frame(peer, Frame::Binary(data)) if data.first() == Some(&0) => {
                 let peers = &self.peers;
-                match self.relay.on_binary(now, &peer, &data, |p| peers.contains_key(p)) {
+                match self
+                    .relay
+                    .on_binary(now, &peer, &data, |p| peers.contains_key(p))
+                {
                     Some(Some(action)) => self.act(now, action),
                     Some(None) => {}
                     // Another binary frame: P2PT's raw data.
@@ -676,7 +714,9 @@ impl Core {
                         // GhostMesh's dispatch order: onion layers first, then files.
                         if relay::packet::is_onion(value) {
                             let peers = &self.peers;
-                            let action = self.relay.on_packet(&peer, value, |p| peers.contains_key(p));
+                            let action = self
+                                .relay
+                                .on_packet(&peer, value, |p| peers.contains_key(p));
                             if let Some(action) = action {
                                 self.act(clock_now(), action);
                             }
@@ -750,18 +790,23 @@ impl Core {
 
     fn refuse(&mut self, peer: PeerId, link: Arc<dyn Link>, why: String) {
         tokio::spawn(async move { link.close().await });
-        self.backlog.push_back(MeshEvent::PeerWarning { peer, message: why });
+        self.backlog
+            .push_back(MeshEvent::PeerWarning { peer, message: why });
     }
 
     fn add_link(&mut self, peer: PeerId, link: Box<dyn Link>) {
         let link: Arc<dyn Link> = Arc::from(link);
         let known = self.peers.get(&peer).map_or(0, Vec::len);
         if known == 0 && self.peers.len() >= self.limits.max_peers {
-            let why = format!("link refused: already {} peers (max_peers)", self.peers.len());
+            let why = format!(
+                "link refused: already {} peers (max_peers)",
+                self.peers.len()
+            );
             return self.refuse(peer, link, why);
         }
         if known >= self.limits.max_links_per_peer {
-            let why = format!("link refused: already {known} links to this peer (max_links_per_peer)");
+            let why =
+                format!("link refused: already {known} links to this peer (max_links_per_peer)");
             return self.refuse(peer, link, why);
         }
         let id = self.next_link;

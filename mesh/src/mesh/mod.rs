@@ -38,7 +38,9 @@ use tokio::task::JoinHandle;
 
 use crate::file::sender::{self, Plan, Reader};
 use crate::file::session::RandomAccess;
-use crate::file::{FileConfig, FileError, FileOptions, FileSession, FileSource, FileStats, MIN_CHUNK_SIZE};
+use crate::file::{
+    FileConfig, FileError, FileOptions, FileSession, FileSource, FileStats, MIN_CHUNK_SIZE,
+};
 use crate::hidden::{self, HiddenError, HiddenServiceConfig};
 use crate::node::{MessageHandle, Node, NodeConfig, RawFrame, SendError};
 use crate::relay::{OnionMessage, RelayConfig, RelayStats, RouteInfo, RouteOptions, RoutedReply};
@@ -416,11 +418,21 @@ impl MeshHandle {
     }
 
     /// [`send`](Self::send) with its own timeout instead of the request timeout.
-    pub async fn send_with_timeout(&self, peer: &str, payload: Payload, timeout: Duration) -> Result<Payload, MeshError> {
+    pub async fn send_with_timeout(
+        &self,
+        peer: &str,
+        payload: Payload,
+        timeout: Duration,
+    ) -> Result<Payload, MeshError> {
         self.send_timeout_opt(peer, payload, Some(timeout)).await
     }
 
-    async fn send_timeout_opt(&self, peer: &str, payload: Payload, timeout: Option<Duration>) -> Result<Payload, MeshError> {
+    async fn send_timeout_opt(
+        &self,
+        peer: &str,
+        payload: Payload,
+        timeout: Option<Duration>,
+    ) -> Result<Payload, MeshError> {
         let (reply, rx) = oneshot::channel();
         self.command(CoreMsg::Send {
             peer: peer.to_owned(),
@@ -492,11 +504,21 @@ impl MeshHandle {
                 let file = tokio::fs::File::open(&path).await.map_err(io)?;
                 let size = file.metadata().await.map_err(io)?.len();
                 let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-                (Reader::File(file), size, Some(RandomAccess::Path(path)), name)
+                (
+                    Reader::File(file),
+                    size,
+                    Some(RandomAccess::Path(path)),
+                    name,
+                )
             }
             FileSource::Bytes(bytes) => {
                 let size = bytes.len() as u64;
-                (Reader::Bytes(bytes.clone()), size, Some(RandomAccess::Bytes(bytes)), None)
+                (
+                    Reader::Bytes(bytes.clone()),
+                    size,
+                    Some(RandomAccess::Bytes(bytes)),
+                    None,
+                )
             }
             FileSource::Reader { reader, size } => (Reader::Stream(reader), size, None, None),
         };
@@ -540,7 +562,9 @@ impl MeshHandle {
         payload: Payload,
         route: Option<RouteOptions>,
     ) -> Result<Payload, MeshError> {
-        self.send_routed_with_info(target, payload, route, None).await.map(|(p, _)| p)
+        self.send_routed_with_info(target, payload, route, None)
+            .await
+            .map(|(p, _)| p)
     }
 
     /// [`send_routed`](Self::send_routed) that also tells the route taken (relays, whether it
@@ -589,7 +613,8 @@ impl MeshHandle {
     /// Answers a routed request along its reply route.
     pub async fn respond_routed(&self, to: RoutedReply, payload: Payload) -> Result<(), MeshError> {
         let (reply, rx) = oneshot::channel();
-        self.command(CoreMsg::RespondRouted { to, payload, reply }).await?;
+        self.command(CoreMsg::RespondRouted { to, payload, reply })
+            .await?;
         rx.await.map_err(|_| MeshError::Stopped)?
     }
 
@@ -724,4 +749,3 @@ impl Drop for Mesh {
         }
     }
 }
-

@@ -144,7 +144,8 @@ impl TrackerTask {
                             };
                             match pending.connected().await {
                                 Ok(link) => {
-                                    let _ = core.send(NetMsg::NewLink(from_peer.to_hex(), link)).await;
+                                    let _ =
+                                        core.send(NetMsg::NewLink(from_peer.to_hex(), link)).await;
                                 }
                                 Err(e) => {
                                     let _ = itx

@@ -74,11 +74,15 @@ pub fn class_for_payload(len: usize) -> Option<SphinxParams> {
 
 /// The class of a packet of `len` bytes (without the frame magic), if any.
 pub fn class_of_packet(len: usize) -> Option<SphinxParams> {
-    PACKET_CLASSES.into_iter().find(|p| sphinx::packet_len(p) == len)
+    PACKET_CLASSES
+        .into_iter()
+        .find(|p| sphinx::packet_len(p) == len)
 }
 
 fn class_of_body(len: usize) -> Option<SphinxParams> {
-    PACKET_CLASSES.into_iter().find(|p| sphinx::body_len(p) == len)
+    PACKET_CLASSES
+        .into_iter()
+        .find(|p| sphinx::body_len(p) == len)
 }
 
 /// Why a route cannot go layered.
@@ -180,7 +184,8 @@ impl Replies {
         let id = keys.id();
         self.order.insert(self.seq, id);
         self.by_request.insert(request_id.to_owned(), id);
-        self.open.insert(id, (self.seq, request_id.to_owned(), keys));
+        self.open
+            .insert(id, (self.seq, request_id.to_owned(), keys));
     }
 
     fn remove(&mut self, id: &[u8; 16]) -> Option<ReplyKeys> {
@@ -202,7 +207,9 @@ impl Replies {
 
     fn retain(&mut self, max: usize) {
         while self.open.len() > max {
-            let Some((_, id)) = self.order.pop_first() else { break };
+            let Some((_, id)) = self.order.pop_first() else {
+                break;
+            };
             if let Some((_, request_id, _)) = self.open.remove(&id) {
                 self.by_request.remove(&request_id);
             }
@@ -294,16 +301,24 @@ impl Layered {
             return Err("hello over 4096 bytes".into());
         }
         let v: Value = serde_json::from_slice(body).map_err(|e| format!("bad hello: {e}"))?;
-        let layered = v["caps"].as_array().is_some_and(|c| c.iter().any(|x| x == CAPABILITY));
+        let layered = v["caps"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|x| x == CAPABILITY));
         if !layered {
             self.peer_keys.remove(peer);
             return Ok(());
         }
-        let key = v["key"].as_str().and_then(unhex32).ok_or("hello without a valid key")?;
+        let key = v["key"]
+            .as_str()
+            .and_then(unhex32)
+            .ok_or("hello without a valid key")?;
         let same_geometry = v["hops"].as_u64() == Some(LAYERED_MAX_HOPS as u64)
-            && v["sizes"]
-                .as_array()
-                .is_some_and(|s| s.len() == PAYLOAD_CLASSES.len() && s.iter().zip(PAYLOAD_CLASSES).all(|(a, b)| a.as_u64() == Some(b as u64)));
+            && v["sizes"].as_array().is_some_and(|s| {
+                s.len() == PAYLOAD_CLASSES.len()
+                    && s.iter()
+                        .zip(PAYLOAD_CLASSES)
+                        .all(|(a, b)| a.as_u64() == Some(b as u64))
+            });
         if same_geometry {
             self.peer_keys.insert(peer.clone(), key);
         } else {
@@ -344,7 +359,9 @@ impl Layered {
         let len = Self::body_estimate(payload);
         let max = PAYLOAD_CLASSES[PAYLOAD_CLASSES.len() - 1];
         (len > max).then(|| {
-            Unfit::Impossible(format!("payload of ~{len} bytes exceeds the largest layered packet ({max} bytes)"))
+            Unfit::Impossible(format!(
+                "payload of ~{len} bytes exceeds the largest layered packet ({max} bytes)"
+            ))
         })
     }
 
@@ -390,7 +407,8 @@ impl Layered {
     ) -> Result<(PeerId, Vec<u8>), String> {
         let body = Self::body("m", None, payload);
         let params = Self::class(&body)?;
-        let (first, packet) = sphinx::create(rng, &params, &self.hops(route), &body, delay).map_err(|e| e.to_string())?;
+        let (first, packet) = sphinx::create(rng, &params, &self.hops(route), &body, delay)
+            .map_err(|e| e.to_string())?;
         Ok((first, frame(packet)))
     }
 
@@ -404,7 +422,9 @@ impl Layered {
         payload: &Payload,
         delay: Option<Duration>,
     ) -> Result<(PeerId, Vec<u8>), String> {
-        let relays = route.get(..route.len().saturating_sub(1)).unwrap_or_default();
+        let relays = route
+            .get(..route.len().saturating_sub(1))
+            .unwrap_or_default();
         let mut back: Vec<Hop> = self.hops(&relays.iter().rev().cloned().collect::<Vec<_>>());
         back.push(Hop {
             id: me.clone(),
@@ -413,9 +433,11 @@ impl Layered {
         let body = Self::body("q", Some(request_id), payload);
         let params = Self::class(&body)?;
         // Reply blocks are the same in every class (the header does not depend on it).
-        let (block, keys) = sphinx::create_reply_block(rng, &params, &back, delay).map_err(|e| e.to_string())?;
+        let (block, keys) =
+            sphinx::create_reply_block(rng, &params, &back, delay).map_err(|e| e.to_string())?;
         let (first, packet) =
-            sphinx::create_with_reply(rng, &params, &self.hops(route), &body, delay, &block).map_err(|e| e.to_string())?;
+            sphinx::create_with_reply(rng, &params, &self.hops(route), &body, delay, &block)
+                .map_err(|e| e.to_string())?;
         self.replies.insert(request_id, keys);
         Ok((first, frame(packet)))
     }
@@ -450,21 +472,29 @@ impl Layered {
     ) -> Result<(PeerId, Vec<u8>), String> {
         let body = Self::body("r", Some(request_id), payload);
         let params = Self::class(&body)?;
-        let (first, packet) = sphinx::use_reply_block(rng, &params, block, &body).map_err(|e| e.to_string())?;
+        let (first, packet) =
+            sphinx::use_reply_block(rng, &params, block, &body).map_err(|e| e.to_string())?;
         Ok((first, frame(packet)))
     }
 
     /// When the next delayed packet is due, or the onion key rotates or retires.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         let delayed = self.delayed.peek().map(|Reverse((at, ..))| *at);
-        [delayed, self.ring.poll_timeout()].into_iter().flatten().min()
+        [delayed, self.ring.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Packets whose delay ran out, and, after a key rotation, the new hello for every peer
     /// that speaks layered onion.
     pub(crate) fn due(&mut self, now: Instant) -> Vec<(PeerId, Vec<u8>)> {
         let mut out = Vec::new();
-        while self.delayed.peek().is_some_and(|Reverse((at, ..))| *at <= now) {
+        while self
+            .delayed
+            .peek()
+            .is_some_and(|Reverse((at, ..))| *at <= now)
+        {
             if let Some(Reverse((_, _, peer, f))) = self.delayed.pop() {
                 self.delayed_bytes = self.delayed_bytes.saturating_sub(f.len());
                 out.push((peer, f));
@@ -507,7 +537,11 @@ impl Layered {
             }
         };
         match processed {
-            Processed::Forward { next, packet, delay } => {
+            Processed::Forward {
+                next,
+                packet,
+                delay,
+            } => {
                 if next == *me {
                     count(stats, "loop");
                     return None;
@@ -577,7 +611,10 @@ impl Layered {
                     .ok_or(sphinx::SphinxError::BadPayload)
                     .and_then(|params| sphinx::open_reply(&params, &keys, &body));
                 let v: Option<Value> = opened.ok().and_then(|b| serde_json::from_slice(&b).ok());
-                match v.as_ref().and_then(|v| Some((v["id"].as_str()?.to_owned(), msg_payload(v)?))) {
+                match v
+                    .as_ref()
+                    .and_then(|v| Some((v["id"].as_str()?.to_owned(), msg_payload(v)?)))
+                {
                     Some((rid, msg)) => Some(LayeredAction::Response(rid, msg)),
                     None => {
                         count(stats, "bad_reply");
@@ -612,14 +649,20 @@ mod tests {
         let mut all: Vec<(PeerId, Layered)> = names
             .chars()
             .enumerate()
-            .map(|(i, c)| (id(c), Layered::new(&mut rng, cfgs.get(i).unwrap_or(&RelayConfig::default()))))
+            .map(|(i, c)| {
+                (
+                    id(c),
+                    Layered::new(&mut rng, cfgs.get(i).unwrap_or(&RelayConfig::default())),
+                )
+            })
             .collect();
         introduce(&mut all);
         all
     }
 
     fn introduce(all: &mut [(PeerId, Layered)]) {
-        let hellos: Vec<(PeerId, Vec<u8>)> = all.iter().map(|(p, l)| (p.clone(), l.hello())).collect();
+        let hellos: Vec<(PeerId, Vec<u8>)> =
+            all.iter().map(|(p, l)| (p.clone(), l.hello())).collect();
         for (me, l) in all.iter_mut() {
             for (p, h) in &hellos {
                 if p != me {
@@ -630,7 +673,13 @@ mod tests {
     }
 
     /// Runs `frame` from hop to hop (`at` first) until someone does not forward it at once.
-    fn run(all: &mut [(PeerId, Layered)], stats: &mut RelayStats, at: &str, frame: Vec<u8>, now: Instant) -> (usize, Vec<usize>, Option<LayeredAction>) {
+    fn run(
+        all: &mut [(PeerId, Layered)],
+        stats: &mut RelayStats,
+        at: &str,
+        frame: Vec<u8>,
+        now: Instant,
+    ) -> (usize, Vec<usize>, Option<LayeredAction>) {
         let (mut at, mut frame, mut lens) = (at.to_owned(), frame, Vec::new());
         loop {
             lens.push(frame.len());
@@ -655,12 +704,19 @@ mod tests {
         let l = &all[0].1;
         assert_eq!(l.unfit(&route, &text(20_000)), None);
         assert_eq!(l.unfit(&route, &text(200_000)), None);
-        assert!(matches!(l.unfit(&route, &text(250_000)), Some(Unfit::Impossible(w)) if w.contains("largest layered packet")));
-        assert!(matches!(l.unfit(&[r.clone(), id('j')], &text(10)), Some(Unfit::NoCapability(_))));
+        assert!(
+            matches!(l.unfit(&route, &text(250_000)), Some(Unfit::Impossible(w)) if w.contains("largest layered packet"))
+        );
+        assert!(matches!(
+            l.unfit(&[r.clone(), id('j')], &text(10)),
+            Some(Unfit::NoCapability(_))
+        ));
         // Routes longer than the layered geometry are refused, not sent readable.
         let many = peers("abcdefghijk", &[]);
         let long: Vec<PeerId> = "bcdefghijk".chars().map(id).collect();
-        assert!(matches!(many[0].1.unfit(&long, &text(10)), Some(Unfit::Impossible(w)) if w.contains("10 hops")));
+        assert!(
+            matches!(many[0].1.unfit(&long, &text(10)), Some(Unfit::Impossible(w)) if w.contains("10 hops"))
+        );
         assert_eq!(many[0].1.unfit(&long[1..], &text(10)), None);
 
         let mut rng = StdRng::seed_from_u64(1);
@@ -668,7 +724,10 @@ mod tests {
         let now = Instant::now();
         for (len, class) in [(100, 0), (20_000, 1), (200_000, 2)] {
             let (first, f) = all[0].1.onion(&mut rng, &route, &text(len), None).unwrap();
-            assert_eq!((first.as_str(), f.len()), (r.as_str(), 4 + sphinx::packet_len(&PACKET_CLASSES[class])));
+            assert_eq!(
+                (first.as_str(), f.len()),
+                (r.as_str(), 4 + sphinx::packet_len(&PACKET_CLASSES[class]))
+            );
             assert!(!f.windows(7).any(|w| w == b"MARKER-"));
             let (at, lens, end) = run(&mut all, &mut stats, &first, f, now);
             assert_eq!(at, 2);
@@ -676,15 +735,33 @@ mod tests {
             assert!(matches!(end, Some(LayeredAction::Deliver(p, None)) if p == text(len)));
         }
         // A small request gets a large answer through the same reply block.
-        let (first, f) = all[0].1.request(&mut rng, &a, &route, "0123456789abcdef", &text(10), None).unwrap();
-        let Some(LayeredAction::Deliver(_, Some(reply))) = run(&mut all, &mut stats, &first, f, now).2 else { panic!() };
+        let (first, f) = all[0]
+            .1
+            .request(&mut rng, &a, &route, "0123456789abcdef", &text(10), None)
+            .unwrap();
+        let Some(LayeredAction::Deliver(_, Some(reply))) =
+            run(&mut all, &mut stats, &first, f, now).2
+        else {
+            panic!()
+        };
         let block = reply.block.unwrap();
-        let (first, f) = all[2].1.respond(&mut rng, &block, &reply.request_id, &text(150_000)).unwrap();
+        let (first, f) = all[2]
+            .1
+            .respond(&mut rng, &block, &reply.request_id, &text(150_000))
+            .unwrap();
         assert_eq!(f.len(), 4 + sphinx::packet_len(&PACKET_CLASSES[2]));
         let (at, lens, end) = run(&mut all, &mut stats, &first, f, now);
         assert_eq!((at, lens.len()), (0, 2));
-        assert!(matches!(end, Some(LayeredAction::Response(id, p)) if id == "0123456789abcdef" && p == text(150_000)));
-        assert!(all[2].1.respond(&mut rng, &block, "0123456789abcdef", &text(300_000)).unwrap_err().contains("largest"));
+        assert!(
+            matches!(end, Some(LayeredAction::Response(id, p)) if id == "0123456789abcdef" && p == text(150_000))
+        );
+        assert!(
+            all[2]
+                .1
+                .respond(&mut rng, &block, "0123456789abcdef", &text(300_000))
+                .unwrap_err()
+                .contains("largest")
+        );
         assert_eq!(stats.layered_dropped, DropCounts::new());
     }
 
@@ -692,13 +769,22 @@ mod tests {
     fn relays_with_any_max_hops_share_one_geometry() {
         let cfgs: Vec<RelayConfig> = [1, 8, 3, 20]
             .into_iter()
-            .map(|max_hops| RelayConfig { max_hops, ..RelayConfig::default() })
+            .map(|max_hops| RelayConfig {
+                max_hops,
+                ..RelayConfig::default()
+            })
             .collect();
         let mut all = peers("abcd", &cfgs);
         let mut rng = StdRng::seed_from_u64(2);
         let route: Vec<PeerId> = "bcd".chars().map(id).collect();
         let (first, f) = all[0].1.onion(&mut rng, &route, &text(10), None).unwrap();
-        let (at, _, end) = run(&mut all, &mut RelayStats::default(), &first, f, Instant::now());
+        let (at, _, end) = run(
+            &mut all,
+            &mut RelayStats::default(),
+            &first,
+            f,
+            Instant::now(),
+        );
         assert_eq!(at, 3);
         assert!(matches!(end, Some(LayeredAction::Deliver(..))));
         // A hello with another geometry, or without the capability, is not a layered peer.
@@ -709,13 +795,24 @@ mod tests {
             r#"{"v":1,"caps":["onion-layered/1"],"key":"KEY"}"#,
             r#"{"v":2,"caps":[]}"#,
         ] {
-            let hello = [&HELLO_MAGIC[..], body.replace("KEY", &"11".repeat(32)).as_bytes()].concat();
+            let hello = [
+                &HELLO_MAGIC[..],
+                body.replace("KEY", &"11".repeat(32)).as_bytes(),
+            ]
+            .concat();
             l.on_hello(&id('b'), &hello).unwrap();
             assert!(!l.knows(&id('b')), "{body}");
         }
-        let bad = [&HELLO_MAGIC[..], br#"{"caps":["onion-layered/2"],"key":"zz"}"#].concat();
+        let bad = [
+            &HELLO_MAGIC[..],
+            br#"{"caps":["onion-layered/2"],"key":"zz"}"#,
+        ]
+        .concat();
         assert!(l.on_hello(&id('b'), &bad).is_err());
-        assert!(l.on_hello(&id('b'), &[&HELLO_MAGIC[..], b"{"].concat()).is_err());
+        assert!(
+            l.on_hello(&id('b'), &[&HELLO_MAGIC[..], b"{"].concat())
+                .is_err()
+        );
     }
 
     #[test]
@@ -731,46 +828,79 @@ mod tests {
         let t0 = Instant::now();
         let mut stats = RelayStats::default();
         let (_, old) = all[0].1.onion(&mut rng, &route, &text(10), None).unwrap();
-        assert!(matches!(all[1].1.on_frame(t0, &id('r'), &old, &mut stats, |_| true), Some(LayeredAction::Send(..))));
+        assert!(matches!(
+            all[1].1.on_frame(t0, &id('r'), &old, &mut stats, |_| true),
+            Some(LayeredAction::Send(..))
+        ));
         assert_eq!(all[1].1.poll_timeout(), Some(t0 + Duration::from_secs(600)));
         // Rotation: a new hello for each layered peer.
         let t1 = t0 + Duration::from_secs(600);
         let out = all[1].1.due(t1);
-        assert_eq!(out.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(), vec![id('a'), id('t')]);
+        assert_eq!(
+            out.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(),
+            vec![id('a'), id('t')]
+        );
         assert_eq!(all[1].1.rotations(), 1);
         // A sender that has not seen it yet still gets through, during the grace period.
         let (_, late) = all[0].1.onion(&mut rng, &route, &text(10), None).unwrap();
-        assert!(matches!(all[1].1.on_frame(t1, &id('r'), &late, &mut stats, |_| true), Some(LayeredAction::Send(..))));
-        assert!(all[1].1.on_frame(t1, &id('r'), &old, &mut stats, |_| true).is_none());
+        assert!(matches!(
+            all[1].1.on_frame(t1, &id('r'), &late, &mut stats, |_| true),
+            Some(LayeredAction::Send(..))
+        ));
+        assert!(
+            all[1]
+                .1
+                .on_frame(t1, &id('r'), &old, &mut stats, |_| true)
+                .is_none()
+        );
         assert_eq!(stats.layered_dropped.get("replay"), Some(&1));
         // After it, a replay of the old packet fails the MAC: no cache needed to remember it.
         let t2 = t1 + Duration::from_secs(60);
         assert!(all[1].1.due(t2).is_empty());
-        assert!(all[1].1.on_frame(t2, &id('r'), &old, &mut stats, |_| true).is_none());
+        assert!(
+            all[1]
+                .1
+                .on_frame(t2, &id('r'), &old, &mut stats, |_| true)
+                .is_none()
+        );
         assert_eq!(stats.layered_dropped.get("bad_mac"), Some(&1));
         // Senders that got the new hello use the new key.
         let hello = out[0].1.clone();
         all[0].1.on_hello(&id('r'), &hello).unwrap();
         let (_, new) = all[0].1.onion(&mut rng, &route, &text(10), None).unwrap();
-        assert!(matches!(all[1].1.on_frame(t2, &id('r'), &new, &mut stats, |_| true), Some(LayeredAction::Send(..))));
+        assert!(matches!(
+            all[1].1.on_frame(t2, &id('r'), &new, &mut stats, |_| true),
+            Some(LayeredAction::Send(..))
+        ));
     }
 
     #[test]
     fn a_full_replay_cache_drops_new_packets_instead_of_forgetting_old_ones() {
-        let cfg = RelayConfig { replay_capacity: 2, ..RelayConfig::default() };
+        let cfg = RelayConfig {
+            replay_capacity: 2,
+            ..RelayConfig::default()
+        };
         let mut all = peers("art", &[RelayConfig::default(), cfg]);
         let mut rng = StdRng::seed_from_u64(4);
         let route = vec![id('r'), id('t')];
         let now = Instant::now();
         let mut stats = RelayStats::default();
-        let frames: Vec<Vec<u8>> = (0..5).map(|_| all[0].1.onion(&mut rng, &route, &text(10), None).unwrap().1).collect();
+        let frames: Vec<Vec<u8>> = (0..5)
+            .map(|_| all[0].1.onion(&mut rng, &route, &text(10), None).unwrap().1)
+            .collect();
         for f in &frames {
             let _ = all[1].1.on_frame(now, &id('r'), f, &mut stats, |_| true);
         }
         assert_eq!(stats.layered_forwarded, 2);
         assert_eq!(stats.layered_dropped.get("replay_cache_full"), Some(&3));
-        let _ = all[1].1.on_frame(now, &id('r'), &frames[0], &mut stats, |_| true);
-        assert_eq!(stats.layered_dropped.get("replay"), Some(&1), "the oldest packet is still known");
+        let _ = all[1]
+            .1
+            .on_frame(now, &id('r'), &frames[0], &mut stats, |_| true);
+        assert_eq!(
+            stats.layered_dropped.get("replay"),
+            Some(&1),
+            "the oldest packet is still known"
+        );
         // The key rotates early (after MIN_EPOCH), with a fresh cache.
         let later = now + crate::onion::keyring::MIN_EPOCH;
         assert_eq!(all[1].1.poll_timeout(), Some(later));
@@ -782,15 +912,27 @@ mod tests {
         let base = RelayConfig::default();
         let cfgs = [
             base.clone(),
-            RelayConfig { max_delay: Duration::from_millis(1), ..base.clone() },
-            RelayConfig { max_delayed: 1, ..base.clone() },
-            RelayConfig { max_delayed_bytes: 6000, ..base.clone() },
+            RelayConfig {
+                max_delay: Duration::from_millis(1),
+                ..base.clone()
+            },
+            RelayConfig {
+                max_delayed: 1,
+                ..base.clone()
+            },
+            RelayConfig {
+                max_delayed_bytes: 6000,
+                ..base.clone()
+            },
         ];
         let mut all = peers("abcdt", &cfgs);
         let mut rng = StdRng::seed_from_u64(5);
         let now = Instant::now();
         let mean = Some(Duration::from_secs(5));
-        let send = |all: &mut Vec<(PeerId, Layered)>, rng: &mut StdRng, relay: usize, stats: &mut RelayStats| {
+        let send = |all: &mut Vec<(PeerId, Layered)>,
+                    rng: &mut StdRng,
+                    relay: usize,
+                    stats: &mut RelayStats| {
             let route = vec![all[relay].0.clone(), id('t')];
             let (_, f) = all[0].1.onion(rng, &route, &text(10), mean).unwrap();
             let (me, l) = &mut all[relay];
@@ -828,37 +970,93 @@ mod tests {
         let t0 = Instant::now();
         let pend = |relay: &mut Relay, id: &str| {
             let (tx, rx) = oneshot::channel();
-            relay.pending.insert(id.to_owned(), Pending { reply: tx, deadline: t0 + Duration::from_secs(60) });
+            relay.pending.insert(
+                id.to_owned(),
+                Pending {
+                    reply: tx,
+                    deadline: t0 + Duration::from_secs(60),
+                },
+            );
             rx
         };
         // A layered request, answered after its timeout.
-        let (_, f) = relay.layered.request(&mut rng, &a, std::slice::from_ref(&t), "00000000000000aa", &text(5), None).unwrap();
+        let (_, f) = relay
+            .layered
+            .request(
+                &mut rng,
+                &a,
+                std::slice::from_ref(&t),
+                "00000000000000aa",
+                &text(5),
+                None,
+            )
+            .unwrap();
         let mut rx = pend(&mut relay, "00000000000000aa");
         let mut stats = RelayStats::default();
-        let Some(LayeredAction::Deliver(_, Some(reply))) = target.on_frame(t0, &t, &f, &mut stats, |_| true) else { panic!() };
-        let (_, answer) = target.respond(&mut rng, reply.block.as_ref().unwrap(), &reply.request_id, &text(5)).unwrap();
+        let Some(LayeredAction::Deliver(_, Some(reply))) =
+            target.on_frame(t0, &t, &f, &mut stats, |_| true)
+        else {
+            panic!()
+        };
+        let (_, answer) = target
+            .respond(
+                &mut rng,
+                reply.block.as_ref().unwrap(),
+                &reply.request_id,
+                &text(5),
+            )
+            .unwrap();
         // A GhostMesh-format request too.
         let mut rx2 = pend(&mut relay, "00000000000000bb");
         assert_eq!(relay.layered.open_replies(), 1);
         assert!(relay.tick(t0 + Duration::from_secs(60)).is_empty());
         assert_eq!(relay.stats.expired_requests, 2);
-        assert_eq!(relay.layered.open_replies(), 0, "reply keys go with the request");
-        assert!(matches!(rx.try_recv(), Ok(Err(crate::mesh::MeshError::Timeout))));
-        assert!(matches!(rx2.try_recv(), Ok(Err(crate::mesh::MeshError::Timeout))));
+        assert_eq!(
+            relay.layered.open_replies(),
+            0,
+            "reply keys go with the request"
+        );
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(Err(crate::mesh::MeshError::Timeout))
+        ));
+        assert!(matches!(
+            rx2.try_recv(),
+            Ok(Err(crate::mesh::MeshError::Timeout))
+        ));
         let later = t0 + Duration::from_secs(61);
-        assert!(matches!(relay.on_binary(later, &t, &answer, |_| true), Some(None)));
+        assert!(matches!(
+            relay.on_binary(later, &t, &answer, |_| true),
+            Some(None)
+        ));
         let response = |rid: &str| {
             let body = super::super::packet::route_response("c", rid, &t, &Payload::from("late"));
             super::super::packet::wrap("c", std::slice::from_ref(&a), &Payload::Json(body))
         };
-        assert!(relay.on_packet(&t, &response("00000000000000bb"), |_| true).is_none());
-        assert!(relay.on_packet(&t, &response("00000000000000cc"), |_| true).is_none());
-        assert_eq!((relay.stats.late_responses, relay.stats.unmatched_responses), (2, 1), "{:?}", relay.stats);
+        assert!(
+            relay
+                .on_packet(&t, &response("00000000000000bb"), |_| true)
+                .is_none()
+        );
+        assert!(
+            relay
+                .on_packet(&t, &response("00000000000000cc"), |_| true)
+                .is_none()
+        );
+        assert_eq!(
+            (relay.stats.late_responses, relay.stats.unmatched_responses),
+            (2, 1),
+            "{:?}",
+            relay.stats
+        );
         // An answer in time still works (and is neither late nor unmatched).
         let _rx3 = pend(&mut relay, "00000000000000dd");
         let out = relay.on_packet(&t, &response("00000000000000dd"), |_| true);
         assert!(out.is_none() && relay.pending.is_empty());
-        assert_eq!((relay.stats.late_responses, relay.stats.unmatched_responses), (2, 1));
+        assert_eq!(
+            (relay.stats.late_responses, relay.stats.unmatched_responses),
+            (2, 1)
+        );
         let _: Option<Action> = out;
     }
 
@@ -870,12 +1068,17 @@ mod tests {
         let l = &mut all[0].1;
         let ids = ["000000000000000a", "000000000000000b", "000000000000000c"];
         for rid in ids {
-            l.request(&mut rng, &a, std::slice::from_ref(&t), rid, &text(3), None).unwrap();
+            l.request(&mut rng, &a, std::slice::from_ref(&t), rid, &text(3), None)
+                .unwrap();
         }
         l.retain_replies(2);
         assert_eq!(l.open_replies(), 2);
         assert!(!l.replies.by_request.contains_key(ids[0]));
-        assert!(ids[1..].iter().all(|r| l.replies.by_request.contains_key(*r)));
+        assert!(
+            ids[1..]
+                .iter()
+                .all(|r| l.replies.by_request.contains_key(*r))
+        );
         assert_eq!(l.replies.expired.len(), 1);
         l.forget_request(ids[2]);
         assert_eq!(l.open_replies(), 1);

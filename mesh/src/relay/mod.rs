@@ -277,7 +277,12 @@ impl Relay {
     /// [`RouteMode::Auto`] falls back to GhostMesh's readable format only toward a peer that
     /// never announced layered onion; between peers that did, a route or payload that does not
     /// fit a layered packet is an error (choose [`RouteMode::Compat`] to send it readable).
-    fn choose(&self, route: &[PeerId], payload: &Payload, mode: RouteMode) -> Result<Option<String>, MeshError> {
+    fn choose(
+        &self,
+        route: &[PeerId],
+        payload: &Payload,
+        mode: RouteMode,
+    ) -> Result<Option<String>, MeshError> {
         match (mode, self.layered.unfit(route, payload)) {
             (RouteMode::Compat, _) => Ok(Some("GhostMesh format requested".into())),
             (_, None) => Ok(None),
@@ -305,7 +310,10 @@ impl Relay {
             return Err(route_err(format!("{target:?} is not a peer id")));
         }
         let mut route: Vec<PeerId> = if opts.through.is_empty() {
-            let candidates: Vec<&PeerId> = linked.iter().filter(|p| p.as_str() != target && **p != self.me).collect();
+            let candidates: Vec<&PeerId> = linked
+                .iter()
+                .filter(|p| p.as_str() != target && **p != self.me)
+                .collect();
             if candidates.len() < opts.hops {
                 return Err(route_err(format!(
                     "{} relays wanted, {} linked peers can relay",
@@ -321,12 +329,18 @@ impl Relay {
             opts.through.clone()
         };
         if route.len() > self.cfg.max_hops {
-            return Err(route_err(format!("{} relays, max_hops is {}", route.len(), self.cfg.max_hops)));
+            return Err(route_err(format!(
+                "{} relays, max_hops is {}",
+                route.len(),
+                self.cfg.max_hops
+            )));
         }
         route.push(target.to_owned());
         for (i, hop) in route.iter().enumerate() {
             if !packet::is_peer_id(hop) || *hop == self.me || route[..i].contains(hop) {
-                return Err(route_err(format!("bad route: {hop:?} is not a peer id, is us, or repeats")));
+                return Err(route_err(format!(
+                    "bad route: {hop:?} is not a peer id, is us, or repeats"
+                )));
             }
         }
         if !linked.contains(&route[0]) {
@@ -362,7 +376,10 @@ impl Relay {
         let circuit_id = packet_id(rng);
         let fallback = self.choose(&route, payload, opts.mode)?;
         let action = if fallback.is_none() {
-            let (first, frame) = self.layered.onion(rng, &route, payload, opts.mean_delay).map_err(route_err)?;
+            let (first, frame) = self
+                .layered
+                .onion(rng, &route, payload, opts.mean_delay)
+                .map_err(route_err)?;
             Action::SendBinary(first, frame)
         } else {
             Action::Send(route[0].clone(), packet::wrap(&circuit_id, &route, payload))
@@ -417,7 +434,10 @@ impl Relay {
             }
             Ok(None) => {
                 let me = self.me.clone();
-                match self.layered.request(rng, &me, &route, &request_id, payload, opts.mean_delay) {
+                match self
+                    .layered
+                    .request(rng, &me, &route, &request_id, payload, opts.mean_delay)
+                {
                     Ok((first, frame)) => Action::SendBinary(first, frame),
                     Err(e) => {
                         let _ = reply.send(Err(route_err(e)));
@@ -426,10 +446,20 @@ impl Relay {
                 }
             }
             Ok(Some(_)) => {
-                let mut reply_route: Vec<PeerId> = route[..route.len() - 1].iter().rev().cloned().collect();
+                let mut reply_route: Vec<PeerId> =
+                    route[..route.len() - 1].iter().rev().cloned().collect();
                 reply_route.push(self.me.clone());
-                let body = packet::route_request(&circuit_id, &request_id, &self.me, &reply_route, payload);
-                Action::Send(route[0].clone(), packet::wrap(&circuit_id, &route, &Payload::Json(body)))
+                let body = packet::route_request(
+                    &circuit_id,
+                    &request_id,
+                    &self.me,
+                    &reply_route,
+                    payload,
+                );
+                Action::Send(
+                    route[0].clone(),
+                    packet::wrap(&circuit_id, &route, &Payload::Json(body)),
+                )
             }
         };
         let info = RouteInfo {
@@ -458,7 +488,10 @@ impl Relay {
         payload: &Payload,
     ) -> Result<Action, MeshError> {
         if let Some(block) = &reply.block {
-            let (first, frame) = self.layered.respond(rng, block, &reply.request_id, payload).map_err(route_err)?;
+            let (first, frame) = self
+                .layered
+                .respond(rng, block, &reply.request_id, payload)
+                .map_err(route_err)?;
             if !linked.contains(&first) {
                 return Err(MeshError::Send(crate::node::SendError::NoLink));
             }
@@ -479,12 +512,20 @@ impl Relay {
     /// When the next routed request times out or a delayed layered packet is due.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         let pending = self.pending.values().map(|p| p.deadline).min();
-        [pending, self.layered.poll_timeout()].into_iter().flatten().min()
+        [pending, self.layered.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Times out routed requests past their deadline; returns delayed packets now due.
     pub(crate) fn tick(&mut self, now: Instant) -> Vec<Action> {
-        let due = self.layered.due(now).into_iter().map(|(p, f)| Action::SendBinary(p, f)).collect();
+        let due = self
+            .layered
+            .due(now)
+            .into_iter()
+            .map(|(p, f)| Action::SendBinary(p, f))
+            .collect();
         self.expire(now);
         due
     }
@@ -510,11 +551,15 @@ impl Relay {
 
     /// Whether `payload` is a GhostMesh route-response to a request that timed out.
     fn is_late(&self, payload: &Payload) -> bool {
-        let Payload::Json(v) = payload else { return false };
+        let Payload::Json(v) = payload else {
+            return false;
+        };
         packet::route_kind(v) == Some("route-response")
             && v.get("requestId")
                 .and_then(Value::as_str)
-                .is_some_and(|id| self.expired.contains(&id.to_owned()) && !self.pending.contains_key(id))
+                .is_some_and(|id| {
+                    self.expired.contains(&id.to_owned()) && !self.pending.contains_key(id)
+                })
     }
 
     /// The mesh stops: pending requests fail.
@@ -525,8 +570,17 @@ impl Relay {
     }
 
     /// An onion packet from the neighbour `peer`.
-    pub(crate) fn on_packet(&mut self, peer: &PeerId, v: &Value, linked: impl Fn(&str) -> bool) -> Option<Action> {
-        let size = v.get("payload").or_else(|| v.get("msg")).and_then(Value::as_str).map_or(0, str::len);
+    pub(crate) fn on_packet(
+        &mut self,
+        peer: &PeerId,
+        v: &Value,
+        linked: impl Fn(&str) -> bool,
+    ) -> Option<Action> {
+        let size = v
+            .get("payload")
+            .or_else(|| v.get("msg"))
+            .and_then(Value::as_str)
+            .map_or(0, str::len);
         if size > self.cfg.max_packet_bytes {
             self.stats.dropped_too_large += 1;
             return None;
@@ -535,14 +589,22 @@ impl Relay {
             self.stats.dropped_malformed += 1;
             return None;
         };
-        let circuit_id = v.get("circuitId").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let circuit_id = v
+            .get("circuitId")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         match v.get(packet::ONION_KEY).and_then(Value::as_str) {
             Some("onion-forward") => {
                 if ttl <= 0 {
                     self.stats.dropped_ttl += 1;
                     return None;
                 }
-                let Some(next) = v.get("nextPeerId").and_then(Value::as_str).filter(|n| packet::is_peer_id(n)) else {
+                let Some(next) = v
+                    .get("nextPeerId")
+                    .and_then(Value::as_str)
+                    .filter(|n| packet::is_peer_id(n))
+                else {
                     self.stats.dropped_malformed += 1;
                     return None;
                 };
@@ -593,11 +655,16 @@ impl Relay {
             Some(("route-request", v)) => {
                 let request_id = v.get("requestId").and_then(Value::as_str);
                 let origin = v.get("originPeerId").and_then(Value::as_str);
-                let route: Option<Vec<PeerId>> = v.get("replyRoute").and_then(Value::as_array).and_then(|a| {
-                    a.iter()
-                        .map(|p| p.as_str().filter(|s| packet::is_peer_id(s)).map(str::to_owned))
-                        .collect()
-                });
+                let route: Option<Vec<PeerId>> =
+                    v.get("replyRoute").and_then(Value::as_array).and_then(|a| {
+                        a.iter()
+                            .map(|p| {
+                                p.as_str()
+                                    .filter(|s| packet::is_peer_id(s))
+                                    .map(str::to_owned)
+                            })
+                            .collect()
+                    });
                 let (Some(request_id), Some(origin), Some(reply_route), Some(inner)) =
                     (request_id, origin, route, packet::msg_payload(v))
                 else {
@@ -627,7 +694,10 @@ impl Relay {
                 })))
             }
             Some((_, v)) => {
-                let request_id = v.get("requestId").and_then(Value::as_str).unwrap_or_default();
+                let request_id = v
+                    .get("requestId")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 match (self.pending.remove(request_id), packet::msg_payload(v)) {
                     (Some(p), Some(inner)) => {
                         let _ = p.reply.send(Ok(inner));
@@ -669,20 +739,24 @@ impl Relay {
             return None;
         }
         let me = self.me.clone();
-        let action = self.layered.on_frame(now, &me, frame, &mut self.stats, linked);
+        let action = self
+            .layered
+            .on_frame(now, &me, frame, &mut self.stats, linked);
         Some(action.and_then(|a| match a {
             LayeredAction::Send(p, f) => Some(Action::SendBinary(p, f)),
-            LayeredAction::Deliver(payload, reply) => Some(Action::Deliver(Box::new(OnionMessage {
-                from: peer.clone(),
-                payload,
-                info: RouteInfo {
-                    circuit_id: String::new(),
-                    route: Vec::new(),
-                    layered: true,
-                    fallback: None,
-                },
-                reply,
-            }))),
+            LayeredAction::Deliver(payload, reply) => {
+                Some(Action::Deliver(Box::new(OnionMessage {
+                    from: peer.clone(),
+                    payload,
+                    info: RouteInfo {
+                        circuit_id: String::new(),
+                        route: Vec::new(),
+                        layered: true,
+                        fallback: None,
+                    },
+                    reply,
+                })))
+            }
             LayeredAction::Response(id, payload) => {
                 match self.pending.remove(&id) {
                     Some(p) => {

@@ -141,7 +141,9 @@ pub fn route_kind(v: &Value) -> Option<&str> {
 
 /// Whether `s` is a peer id: 40 lowercase hex digits.
 pub fn is_peer_id(s: &str) -> bool {
-    s.len() == 40 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 40
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 #[cfg(test)]

@@ -36,7 +36,10 @@ impl std::error::Error for ConnectError {}
 /// A made offer waiting for the remote answer.
 pub trait AwaitingAnswer: Send + fmt::Debug {
     /// Applies the relayed answer and waits (bounded) for the link to open.
-    fn accept(self: Box<Self>, answer: String) -> BoxFuture<'static, Result<Box<dyn Link>, ConnectError>>;
+    fn accept(
+        self: Box<Self>,
+        answer: String,
+    ) -> BoxFuture<'static, Result<Box<dyn Link>, ConnectError>>;
 }
 
 /// A sent answer waiting for the link to open.
@@ -85,9 +88,16 @@ struct WebRtcOffer(webrtc::PendingOffer);
 struct WebRtcAnswer(webrtc::PendingAnswer);
 
 impl AwaitingAnswer for WebRtcOffer {
-    fn accept(self: Box<Self>, answer: String) -> BoxFuture<'static, Result<Box<dyn Link>, ConnectError>> {
+    fn accept(
+        self: Box<Self>,
+        answer: String,
+    ) -> BoxFuture<'static, Result<Box<dyn Link>, ConnectError>> {
         Box::pin(async move {
-            let link = self.0.accept_answer(&answer).await.map_err(|e| ConnectError(e.to_string()))?;
+            let link = self
+                .0
+                .accept_answer(&answer)
+                .await
+                .map_err(|e| ConnectError(e.to_string()))?;
             Ok(link.boxed())
         })
     }
@@ -96,7 +106,11 @@ impl AwaitingAnswer for WebRtcOffer {
 impl AwaitingOpen for WebRtcAnswer {
     fn connected(self: Box<Self>) -> BoxFuture<'static, Result<Box<dyn Link>, ConnectError>> {
         Box::pin(async move {
-            let link = self.0.connected().await.map_err(|e| ConnectError(e.to_string()))?;
+            let link = self
+                .0
+                .connected()
+                .await
+                .map_err(|e| ConnectError(e.to_string()))?;
             Ok(link.boxed())
         })
     }
@@ -109,7 +123,10 @@ impl Connector for WebRtcConnector {
             let (pending, json) = webrtc::create_offer(&cfg, &label)
                 .await
                 .map_err(|e| ConnectError(e.to_string()))?;
-            Ok((json, Box::new(WebRtcOffer(pending)) as Box<dyn AwaitingAnswer>))
+            Ok((
+                json,
+                Box::new(WebRtcOffer(pending)) as Box<dyn AwaitingAnswer>,
+            ))
         })
     }
 
@@ -119,7 +136,10 @@ impl Connector for WebRtcConnector {
             let (json, pending) = webrtc::accept_offer(&cfg, &offer)
                 .await
                 .map_err(|e| ConnectError(e.to_string()))?;
-            Ok((json, Box::new(WebRtcAnswer(pending)) as Box<dyn AwaitingOpen>))
+            Ok((
+                json,
+                Box::new(WebRtcAnswer(pending)) as Box<dyn AwaitingOpen>,
+            ))
         })
     }
 }
@@ -177,7 +197,10 @@ impl RecordingLink {
             super::Frame::Text(t) => t.as_bytes().to_vec(),
             super::Frame::Binary(b) => b.clone(),
         };
-        self.log.lock().unwrap_or_else(|e| e.into_inner()).push(bytes);
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(bytes);
     }
 }
 
@@ -268,7 +291,10 @@ impl MemoryNetwork {
     pub fn links(&self) -> Vec<(String, String)> {
         let mut st = self.state();
         st.links.retain(|l| !l.close.is_closed());
-        st.links.iter().map(|l| (l.a.clone(), l.b.clone())).collect()
+        st.links
+            .iter()
+            .map(|l| (l.a.clone(), l.b.clone()))
+            .collect()
     }
 
     /// Closes every open link between `a` and `b`; returns how many.
@@ -336,7 +362,11 @@ impl MemoryNetwork {
 
     /// Records every frame the endpoint `name` sends or receives on links made from now on.
     pub fn record(&self, name: &str) -> Recorder {
-        self.state().recorders.entry(name.to_owned()).or_default().clone()
+        self.state()
+            .recorders
+            .entry(name.to_owned())
+            .or_default()
+            .clone()
     }
 
     /// Offers made and neither taken nor withdrawn (for bounds checks).
@@ -359,7 +389,10 @@ impl MemoryNetwork {
         if v.get("type").and_then(|t| t.as_str()) != Some(kind) {
             return Err(bad("wrong type"));
         }
-        let sdp = v.get("sdp").and_then(|s| s.as_str()).ok_or_else(|| bad("no sdp"))?;
+        let sdp = v
+            .get("sdp")
+            .and_then(|s| s.as_str())
+            .ok_or_else(|| bad("no sdp"))?;
         let mut words = sdp.split(' ');
         if words.next() != Some("ghostmesh-memory") {
             return Err(bad("not a memory description (a WebRTC peer?)"));
@@ -398,7 +431,10 @@ impl Drop for MemoryOffer {
 }
 
 impl AwaitingAnswer for MemoryOffer {
-    fn accept(self: Box<Self>, answer: String) -> BoxFuture<'static, Result<Box<dyn Link>, ConnectError>> {
+    fn accept(
+        self: Box<Self>,
+        answer: String,
+    ) -> BoxFuture<'static, Result<Box<dyn Link>, ConnectError>> {
         Box::pin(async move {
             let token = self.net.parse("answer", &answer)?;
             if token != self.token {
@@ -454,7 +490,10 @@ impl Connector for MemoryConnector {
                 token
             };
             let json = net.signal("offer", token);
-            Ok((json, Box::new(MemoryOffer { net, token }) as Box<dyn AwaitingAnswer>))
+            Ok((
+                json,
+                Box::new(MemoryOffer { net, token }) as Box<dyn AwaitingAnswer>,
+            ))
         })
     }
 
@@ -488,7 +527,10 @@ impl Connector for MemoryConnector {
                 (boxed(mine, st.recorders.get(&me)), open_rx)
             };
             let json = net.signal("answer", token);
-            Ok((json, Box::new(MemoryAnswer { link, open }) as Box<dyn AwaitingOpen>))
+            Ok((
+                json,
+                Box::new(MemoryAnswer { link, open }) as Box<dyn AwaitingOpen>,
+            ))
         })
     }
 }
@@ -542,7 +584,10 @@ mod tests {
         let net = MemoryNetwork::new(MemoryConfig::default());
         let (offer, pending) = net.connector("a").offer("x".into()).await.unwrap();
         let (_answer, waiting) = net.connector("b").answer(offer.clone()).await.unwrap();
-        assert!(net.connector("c").answer(offer).await.is_err(), "answered once only");
+        assert!(
+            net.connector("c").answer(offer).await.is_err(),
+            "answered once only"
+        );
         drop(pending);
         assert_eq!(net.pending_offers(), 0);
         assert!(waiting.connected().await.is_err());
@@ -560,7 +605,10 @@ mod tests {
             r#"{"type":"offer","sdp":"v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n"}"#,
             r#"{"type":"offer"}"#,
         ] {
-            assert!(net.connector("b").answer(bad.into()).await.is_err(), "{bad}");
+            assert!(
+                net.connector("b").answer(bad.into()).await.is_err(),
+                "{bad}"
+            );
         }
     }
 }

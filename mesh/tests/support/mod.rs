@@ -8,10 +8,10 @@ use ghostmesh::mesh::{Mesh, MeshEvent, PeerId};
 use ghostmesh::signal::{Id20, info_hash_of};
 use ghostmesh::transport::connector::MemoryNetwork;
 use ghostmesh::transport::{Frame, Link};
-use rand::SeedableRng;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
 use ghostmesh::wire::Payload;
 use ghostmesh_tracker::{Config, Tracker};
+use rand::SeedableRng;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 /// Every wait in these tests is bounded by this.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -140,4 +140,3 @@ pub async fn next_text(link: &dyn Link) -> String {
         }
     }
 }
-
