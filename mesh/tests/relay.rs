@@ -18,7 +18,7 @@ use ghostmesh::wire::{MsgId, Payload, Reassembler, ReassemblyLimits, Received, e
 use serde_json::{Value, json};
 
 mod support;
-use support::{connected, raw_peer, start_tracker, wait_for, within};
+use support::{connected, linked_to, raw_peer, start_tracker, wait_for, within};
 
 const SWARM: &str = "relay-test";
 
@@ -661,23 +661,6 @@ async fn three_relays_over_real_webrtc_in_both_modes() {
     drop(meshes);
     drop(a);
     tracker.shutdown().await;
-}
-
-/// Waits until every mesh is linked to at least `n` peers.
-async fn linked_to(meshes: &[&Mesh], n: usize) {
-    within("the peers link up", async {
-        loop {
-            let mut full = true;
-            for m in meshes {
-                full &= m.peers().await.unwrap().len() >= n;
-            }
-            if full {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
 }
 
 fn marker_text(marker: &str, len: usize) -> String {

@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 mod support;
-use support::{connected, raw_peer, start_tracker, wait_for, within};
+use support::{connected, linked_to, raw_peer, start_tracker, wait_for, within};
 
 const SWARM: &str = "relay-files-test";
 
@@ -50,23 +50,6 @@ async fn file_event(mesh: &mut Mesh) -> FileSession {
         _ => None,
     })
     .await
-}
-
-/// Waits until every mesh is linked to at least `n` peers.
-async fn linked_to(meshes: &[&Mesh], n: usize) {
-    within("the peers link up", async {
-        loop {
-            let mut full = true;
-            for m in meshes {
-                full &= m.peers().await.unwrap().len() >= n;
-            }
-            if full {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
 }
 
 /// `send_file`, retried while a hop's hello (its layered capability) has not reached the

@@ -140,3 +140,20 @@ pub async fn next_text(link: &dyn Link) -> String {
         }
     }
 }
+
+/// Waits until every mesh is linked to at least `n` peers.
+pub async fn linked_to(meshes: &[&Mesh], n: usize) {
+    within("the peers link up", async {
+        loop {
+            let mut full = true;
+            for m in meshes {
+                full &= m.peers().await.unwrap().len() >= n;
+            }
+            if full {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
