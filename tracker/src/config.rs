@@ -339,11 +339,11 @@ fn cli() -> clap::Command {
         .subcommand(
             clap::Command::new("healthcheck")
                 .about("GET a running tracker's /health; exit 0 when it answers 200")
-                .arg(
-                    Arg::new("url")
-                        .default_value("http://127.0.0.1:8000/health")
-                        .help("Health URL"),
-                ),
+                .arg(Arg::new("url").help(
+                    "Health URL. Default: /health where this configuration (--config, \
+                     GHOSTMESH_TRACKER_* variables, the flags before `healthcheck`) serves \
+                     it: metrics_listen if set, else listen (0.0.0.0 probed as 127.0.0.1)",
+                )),
         );
     for kd in KEYS {
         cmd = cmd.arg(
@@ -464,10 +464,15 @@ impl Config {
             }
             Err(e) => return Err(e.render().to_string()),
         };
-        if let Some(("healthcheck", sub)) = m.subcommand() {
-            let url = sub.get_one::<String>("url").cloned().unwrap_or_default();
-            return Ok(Command::Healthcheck { url });
-        }
+        // `healthcheck URL` needs no configuration; without a URL the probe goes where the
+        // configuration (file, environment, flags) serves /health.
+        let derive_health_url = match m.subcommand() {
+            Some(("healthcheck", sub)) => match sub.get_one::<String>("url") {
+                Some(url) => return Ok(Command::Healthcheck { url: url.clone() }),
+                None => true,
+            },
+            _ => false,
+        };
         let mut table = toml::Table::new();
         let file = m.get_one::<String>("config").cloned().or_else(|| {
             env.iter()
@@ -511,7 +516,44 @@ impl Config {
             return Ok(Command::PrintConfig(Box::new(cfg)));
         }
         cfg.validate()?;
+        if derive_health_url {
+            return Ok(Command::Healthcheck {
+                url: cfg.health_url()?,
+            });
+        }
         Ok(Command::Run(Box::new(cfg)))
+    }
+
+    /// Where this configuration answers plain-HTTP `GET /health`: on `metrics_listen` when set,
+    /// else on `listen` unless that serves TLS. A wildcard address is probed on loopback.
+    pub fn health_url(&self) -> Result<String, String> {
+        let addr = match self.metrics_addr()? {
+            Some(a) => a,
+            None if !self.tls_cert.is_empty() => {
+                return Err(
+                    "healthcheck: `listen` serves TLS and metrics_listen is not set, so \
+                            no port answers plain-HTTP /health; set metrics_listen or pass the \
+                            URL (healthcheck http://HOST:PORT/health)"
+                        .into(),
+                );
+            }
+            None => self.listen_addr()?,
+        };
+        if addr.port() == 0 {
+            return Err(format!(
+                "healthcheck: the configured address {addr} has port 0 (chosen at start); pass \
+                 the URL (healthcheck http://HOST:PORT/health)"
+            ));
+        }
+        let ip = match addr.ip() {
+            std::net::IpAddr::V4(v4) if v4.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(v6) if v6.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+            ip => ip,
+        };
+        Ok(format!(
+            "http://{}/health",
+            SocketAddr::new(ip, addr.port())
+        ))
     }
 
     /// Checks values that cannot be checked one by one.

@@ -829,8 +829,13 @@ impl Drop for Proc {
 
 /// Runs the binary to completion (bounded) and returns (exit code, stdout, stderr).
 fn run_bin(args: &[&str]) -> (i32, String, String) {
+    run_bin_env(args, &[])
+}
+
+fn run_bin_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut child = bin_cmd()
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -973,6 +978,59 @@ async fn binary_healthcheck_subcommand() {
     let (code, _, err) = run_bin(&["healthcheck", &format!("http://{closed}/health")]);
     assert_ne!(code, 0);
     assert!(err.contains("unhealthy"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_healthcheck_without_url_probes_where_the_configuration_serves_health() {
+    let p = Proc::start(&[]);
+    let port = p
+        .addr()
+        .rsplit_once(':')
+        .map(|(_, port)| port)
+        .unwrap()
+        .to_string();
+    // From the environment, a wildcard address probed on loopback: healthy.
+    let listen = format!("0.0.0.0:{port}");
+    let (code, _, err) = run_bin_env(&["healthcheck"], &[("GHOSTMESH_TRACKER_LISTEN", &listen)]);
+    assert_eq!(code, 0, "{err}");
+    // From flags before the subcommand, and metrics_listen wins over listen.
+    let (code, _, err) = run_bin(&[
+        "--metrics-listen",
+        &format!("127.0.0.1:{port}"),
+        "healthcheck",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    // From a config file.
+    let dir = TempDir::new("healthcheck");
+    let file = dir.path("tracker.toml");
+    std::fs::write(&file, format!("listen = \"127.0.0.1:{port}\"\n")).unwrap();
+    let (code, _, err) = run_bin(&["--config", file.to_str().unwrap(), "healthcheck"]);
+    assert_eq!(code, 0, "{err}");
+    // Where nothing listens: unhealthy, naming the derived URL.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let (code, _, err) = run_bin_env(
+        &["healthcheck"],
+        &[("GHOSTMESH_TRACKER_LISTEN", &closed.to_string())],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains(&format!("{closed}")), "{err}");
+    // TLS on listen and no metrics_listen: no plain-HTTP /health to derive; a clear error.
+    let (code, _, err) = run_bin_env(
+        &["healthcheck"],
+        &[
+            ("GHOSTMESH_TRACKER_TLS_CERT", "/nonexistent/cert.pem"),
+            ("GHOSTMESH_TRACKER_TLS_KEY", "/nonexistent/key.pem"),
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("metrics_listen"), "{err}");
+    // Port 0 cannot be probed.
+    let (code, _, err) = run_bin(&["--listen", "127.0.0.1:0", "healthcheck"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("port 0"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
