@@ -31,16 +31,27 @@ fn assert_sane(r: &load::BenchReport) {
     assert!(c.offers_in > 0, "no offer relayed\n{text}");
     assert!(c.answers_sent > 0, "no answer sent\n{text}");
     assert!(c.answers_in > 0, "no answer relayed\n{text}");
-    assert_eq!(c.errors_in, 0, "error replies: {:?}\n{text}", r.error_reasons);
+    assert_eq!(
+        c.errors_in, 0,
+        "error replies: {:?}\n{text}",
+        r.error_reasons
+    );
     assert_eq!(c.unparsable, 0, "{text}");
     assert_eq!(c.disconnects, 0, "{text}");
-    assert_eq!(c.announce_timeouts + c.announce_replies_skipped, 0, "{text}");
+    assert_eq!(
+        c.announce_timeouts + c.announce_replies_skipped,
+        0,
+        "{text}"
+    );
     let [p50, _, p99, max] = r.latency_us.expect("latency samples");
     assert!(p50 > 0 && p50 <= p99 && p99 <= max, "{text}");
     // The tracker's own counters agree that it answered.
     let s = r.server.counters.as_ref().expect("tracker counters");
     assert!(s.responses.get("offer").copied().unwrap_or(0) > 0, "{text}");
-    assert!(s.responses.get("answer").copied().unwrap_or(0) > 0, "{text}");
+    assert!(
+        s.responses.get("answer").copied().unwrap_or(0) > 0,
+        "{text}"
+    );
     assert_eq!(load::procfs::ServerCounters::total(&s.drops), 0, "{text}");
     assert!(r.server.rss_peak.is_some(), "{text}");
     let j = r.json();
@@ -90,11 +101,15 @@ fn load_against_a_tracker_at_a_url_reads_its_stats_and_process() {
                 .await
                 .expect("tracker starts");
             tx.send(t.ws_url()).expect("send url");
-            let _ = tokio::task::spawn_blocking(move || stop_rx.recv_timeout(Duration::from_secs(60))).await;
+            let _ =
+                tokio::task::spawn_blocking(move || stop_rx.recv_timeout(Duration::from_secs(60)))
+                    .await;
             t.shutdown().await;
         });
     });
-    let url = rx.recv_timeout(Duration::from_secs(10)).expect("tracker url");
+    let url = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("tracker url");
     let r = load::run(&BenchConfig {
         url: Some(url.clone()),
         ..small()
@@ -125,7 +140,14 @@ fn idle_mode_holds_connections_and_reports_memory() {
     assert_eq!(r.open_at_end, 20, "{}", r.text());
     assert_eq!(r.client.disconnects, 0);
     assert!(r.bytes_per_connection().is_some(), "{}", r.text());
-    assert!(r.server.counters.as_ref().is_some_and(|c| c.connections == 20), "{}", r.text());
+    assert!(
+        r.server
+            .counters
+            .as_ref()
+            .is_some_and(|c| c.connections == 20),
+        "{}",
+        r.text()
+    );
 }
 
 #[test]

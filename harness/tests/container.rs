@@ -188,8 +188,9 @@ async fn a_container_tracker_serves_restarts_and_reports_healthy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tracker_on_another_port_is_healthy_with_the_documented_override() {
-    // The image's HEALTHCHECK probes port 8000; a tracker told to listen elsewhere needs the
-    // exec-form override the Dockerfile documents (docker-compose.yml uses the same form).
+    // The image's HEALTHCHECK does not see CMD's flags; a tracker told by a flag to listen
+    // elsewhere needs the exec-form override the Dockerfile documents (docker-compose.yml uses
+    // the same form).
     let image = tracker_image();
     if !docker_ready(
         "a_tracker_on_another_port_is_healthy_with_the_documented_override",
@@ -217,6 +218,45 @@ async fn a_tracker_on_another_port_is_healthy_with_the_documented_override() {
         .unwrap();
     let o = docker(&["inspect", "-f", "{{.State.Health.Status}}", c.id()]);
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "healthy");
+    let _ = c.rm().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tracker_configured_by_environment_is_probed_on_its_own_port() {
+    // The image's check is `healthcheck` without a URL: it reads GHOSTMESH_TRACKER_* like the
+    // tracker, so moving the port through the environment needs no override. (Same command as
+    // the image's, with a shorter interval so the test does not wait 10 s per probe.)
+    let image = tracker_image();
+    if !docker_ready(
+        "a_tracker_configured_by_environment_is_probed_on_its_own_port",
+        &[&image],
+    ) {
+        return;
+    }
+    let (name, tag) = image.rsplit_once(':').unwrap_or((&image, "latest"));
+    let c = GenericImage::new(name, tag)
+        .with_wait_for(WaitFor::healthcheck())
+        // Replaces the default CMD's --listen flag (flags win over the environment).
+        .with_cmd(["--log-level", "info"])
+        .with_env_var("GHOSTMESH_TRACKER_LISTEN", "0.0.0.0:8123")
+        .with_health_check(
+            Healthcheck::cmd(["/ghostmesh-tracker", "healthcheck"])
+                .with_interval(Duration::from_millis(500))
+                .with_timeout(Duration::from_secs(3))
+                .with_retries(3),
+        )
+        .with_startup_timeout(Duration::from_secs(30))
+        .start()
+        .await
+        .unwrap();
+    let o = docker(&["inspect", "-f", "{{.State.Health.Status}}", c.id()]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "healthy");
+    // The image's own check is that same command.
+    let o = docker(&["inspect", "-f", "{{json .Config.Healthcheck.Test}}", &image]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        r#"["CMD","/ghostmesh-tracker","healthcheck"]"#
+    );
     let _ = c.rm().await;
 }
 
@@ -270,9 +310,17 @@ fn compose_health_probe_names_the_port_the_config_serves() {
         .find(|l| l.starts_with("CMD [\"--listen\""))
         .unwrap();
     let listen = cmd.split('"').nth(3).unwrap();
-    assert!(
-        check.contains(&format!("127.0.0.1:{}/health", port_of(listen))),
-        "HEALTHCHECK {check} vs {cmd}"
+    // The image's check takes no URL: it probes where the configuration it sees serves
+    // /health. It does not see CMD's flags, so the tracker's default listen must be CMD's.
+    assert_eq!(
+        check.trim(),
+        r#"CMD ["/ghostmesh-tracker", "healthcheck"]"#,
+        "HEALTHCHECK {check}"
+    );
+    assert_eq!(
+        ghostmesh_tracker::Config::default().health_url().unwrap(),
+        format!("http://127.0.0.1:{}/health", port_of(listen)),
+        "the default configuration's /health vs {cmd}"
     );
 }
 

@@ -559,17 +559,34 @@ fn sim_hidden_service_delay_padding() {
     let out = ghostmesh_harness::sim::run(&sc, &mut |_| {}).unwrap();
     let step = |name: &str| sc.steps.iter().position(|s| s.name == name).unwrap();
     let (short, long) = (step("short-route"), step("long-route"));
-    let held: Vec<u64> = out.rec.messages.iter().filter(|m| m.step == short).map(|m| m.padding_delay.unwrap()).collect();
+    let held: Vec<u64> = out
+        .rec
+        .messages
+        .iter()
+        .filter(|m| m.step == short)
+        .map(|m| m.padding_delay.unwrap())
+        .collect();
     assert_eq!(held.len(), 8);
-    assert!(held.iter().all(|&d| (600_000_000..=1_500_000_000).contains(&d)), "{held:?}");
+    assert!(
+        held.iter()
+            .all(|&d| (600_000_000..=1_500_000_000).contains(&d)),
+        "{held:?}"
+    );
     let mut distinct = held.clone();
     distinct.sort_unstable();
     distinct.dedup();
     assert!(distinct.len() > 1, "drawn, not fixed: {held:?}");
     for m in out.rec.messages.iter().filter(|m| m.step == short) {
         let rtt = m.acked_at.unwrap() - m.sent_at;
-        assert!(rtt >= m.padding_delay.unwrap(), "answered before the delay passed");
-        assert_eq!(m.hops, Some(3), "3 relays (the entry used every peer it could)");
+        assert!(
+            rtt >= m.padding_delay.unwrap(),
+            "answered before the delay passed"
+        );
+        assert_eq!(
+            m.hops,
+            Some(3),
+            "3 relays (the entry used every peer it could)"
+        );
     }
     for m in out.rec.messages.iter().filter(|m| m.step == long) {
         assert_eq!(m.padding_delay, Some(0));
@@ -581,13 +598,21 @@ fn sim_hidden_service_delay_padding() {
     let mut other = sc.clone();
     other.seed += 1;
     let o = ghostmesh_harness::sim::run(&other, &mut |_| {}).unwrap();
-    let held2: Vec<Option<u64>> = o.rec.messages.iter().filter(|m| m.step == short).map(|m| m.padding_delay).collect();
+    let held2: Vec<Option<u64>> = o
+        .rec
+        .messages
+        .iter()
+        .filter(|m| m.step == short)
+        .map(|m| m.padding_delay)
+        .collect();
     assert_ne!(held2, held.iter().map(|&d| Some(d)).collect::<Vec<_>>());
 }
 
 #[test]
 fn hidden_service_delay_padding_fails_when_answers_are_held_too_long_or_not_at_all() {
-    let original = std::fs::read_to_string(root().join("scenarios/hidden-service-delay-padding.toml")).unwrap();
+    let original =
+        std::fs::read_to_string(root().join("scenarios/hidden-service-delay-padding.toml"))
+            .unwrap();
     // Claim the short routes come back fast: the padding makes that false.
     let broken = original.replace("min = \"600ms\"\nmax = \"1600ms\"", "max = \"500ms\"");
     assert_ne!(broken, original);
@@ -595,9 +620,16 @@ fn hidden_service_delay_padding_fails_when_answers_are_held_too_long_or_not_at_a
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("broken.toml");
     std::fs::write(&file, broken).unwrap();
-    let o = harness(&["run", file.to_str().unwrap(), "--quiet", "--json", dir.join("r.json").to_str().unwrap()]);
+    let o = harness(&[
+        "run",
+        file.to_str().unwrap(),
+        "--quiet",
+        "--json",
+        dir.join("r.json").to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("r.json")).unwrap()).unwrap();
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("r.json")).unwrap()).unwrap();
     let failed: Vec<&str> = j["assertions"]
         .as_array()
         .unwrap()

@@ -19,22 +19,33 @@ use crate::scenario::{Action, Scenario};
 
 /// The run's key pairs (master, client), when the scenario has hidden-service steps.
 pub(crate) async fn keys(sc: &Scenario) -> Result<Option<(KeyPair, KeyPair)>, String> {
-    if !sc.steps.iter().any(|s| matches!(s.action, Action::HiddenRequest { .. })) {
+    if !sc
+        .steps
+        .iter()
+        .any(|s| matches!(s.action, Action::HiddenRequest { .. }))
+    {
         return Ok(None);
     }
     let make = || tokio::task::spawn_blocking(KeyPair::generate);
     let (m, c) = tokio::join!(make(), make());
     let flat = |r: Result<Result<KeyPair, _>, tokio::task::JoinError>| -> Result<KeyPair, String> {
-        r.map_err(|e| format!("key generation: {e}"))?.map_err(|e| format!("key generation: {e}"))
+        r.map_err(|e| format!("key generation: {e}"))?
+            .map_err(|e| format!("key generation: {e}"))
     };
     Ok(Some((flat(m)?, flat(c)?)))
 }
 
 /// Peer `p`'s hidden-service settings: master, entry and client roles from every step that
 /// names it.
-pub(crate) fn config(sc: &Scenario, p: usize, keys: &Option<(KeyPair, KeyPair)>) -> HiddenServiceConfig {
+pub(crate) fn config(
+    sc: &Scenario,
+    p: usize,
+    keys: &Option<(KeyPair, KeyPair)>,
+) -> HiddenServiceConfig {
     let mut cfg = HiddenServiceConfig::default();
-    let Some((master, client)) = keys else { return cfg };
+    let Some((master, client)) = keys else {
+        return cfg;
+    };
     for step in &sc.steps {
         if let Action::HiddenRequest {
             from,
@@ -50,7 +61,10 @@ pub(crate) fn config(sc: &Scenario, p: usize, keys: &Option<(KeyPair, KeyPair)>)
                 cfg.role = Some(HiddenRole::Master);
             }
             if *entry == p {
-                cfg.response_delay_ms = (response_delay.0.as_millis() as u64, response_delay.1.as_millis() as u64);
+                cfg.response_delay_ms = (
+                    response_delay.0.as_millis() as u64,
+                    response_delay.1.as_millis() as u64,
+                );
             }
             if from.peers.binary_search(&p).is_ok() && cfg.identity.is_none() {
                 cfg.identity = Some(client.clone());
@@ -66,7 +80,9 @@ pub(crate) fn config(sc: &Scenario, p: usize, keys: &Option<(KeyPair, KeyPair)>)
 /// Registers the echo service of every step whose master is `p`.
 pub(crate) fn serve(sc: &Scenario, p: usize, handle: &MeshHandle, shared: &SharedRef) {
     for step in &sc.steps {
-        if let Action::HiddenRequest { master, service, .. } = &step.action
+        if let Action::HiddenRequest {
+            master, service, ..
+        } = &step.action
             && *master == p
         {
             let shared = shared.clone();
@@ -106,8 +122,12 @@ impl Live<'_> {
         else {
             return;
         };
-        let Some((master_keys, _)) = &self.hidden_keys else { return };
-        let entry_peer = self.peers[*entry].as_ref().map(|e| (e.handle.clone(), e.peer_id.clone()));
+        let Some((master_keys, _)) = &self.hidden_keys else {
+            return;
+        };
+        let entry_peer = self.peers[*entry]
+            .as_ref()
+            .map(|e| (e.handle.clone(), e.peer_id.clone()));
         let master_id = self.peers[*master].as_ref().map(|m| m.peer_id.clone());
         for &p in &from.peers {
             let Some(peer) = &self.peers[p] else { continue };
@@ -125,7 +145,8 @@ impl Live<'_> {
                 kind: kind::HIDDEN,
                 ..MsgRecord::default()
             });
-            let (Some((entry_handle, entry_id)), Some(master_id)) = (&entry_peer, &master_id) else {
+            let (Some((entry_handle, entry_id)), Some(master_id)) = (&entry_peer, &master_id)
+            else {
                 s.rec.messages[id].failure = Some("the entry or the master is not running".into());
                 continue;
             };

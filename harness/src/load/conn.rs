@@ -208,7 +208,8 @@ async fn load(i: usize, ws: Ws, shared: &Shared, stop: &mut watch::Receiver<bool
     shared.open_now.fetch_add(1, Ordering::Relaxed);
     let cfg = &shared.cfg;
     let c = &shared.counters;
-    let mut rng = SmallRng::seed_from_u64(cfg.seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut rng =
+        SmallRng::seed_from_u64(cfg.seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let peer_id = Id20::random(&mut rng);
     let sdp = Sdp::new(&mut rng, cfg.sdp_bytes);
     let mut swarms: Vec<Membership> = shared
@@ -217,7 +218,11 @@ async fn load(i: usize, ws: Ws, shared: &Shared, stop: &mut watch::Receiver<bool
         .into_iter()
         .map(|h| Membership {
             hash: shared.hashes[h],
-            left: if rng.random_bool(cfg.seeder_ratio) { 0 } else { 1 << 20 },
+            left: if rng.random_bool(cfg.seeder_ratio) {
+                0
+            } else {
+                1 << 20
+            },
             started: false,
         })
         .collect();
@@ -247,7 +252,9 @@ async fn load(i: usize, ws: Ws, shared: &Shared, stop: &mut watch::Receiver<bool
             let n_swarms = swarms.len();
             let m = &mut swarms[next_swarm % n_swarms];
             next_swarm += 1;
-            let text = msg::announce(&mut rng, &m.hash, &peer_id, m.left, !m.started, cfg.offers, &sdp);
+            let text = msg::announce(
+                &mut rng, &m.hash, &peer_id, m.left, !m.started, cfg.offers, &sdp,
+            );
             m.started = true;
             pending.push_back((m.hash, Instant::now()));
             if sink.send(send(text)).await.is_err() {
@@ -264,9 +271,7 @@ async fn load(i: usize, ws: Ws, shared: &Shared, stop: &mut watch::Receiver<bool
             None if !cfg.announce_interval.is_zero() => next_send,
             None => Instant::now() + cfg.reply_timeout,
         };
-        timer
-            .as_mut()
-            .reset(tokio::time::Instant::from_std(wake));
+        timer.as_mut().reset(tokio::time::Instant::from_std(wake));
         let frame = tokio::select! {
             f = stream.next() => f,
             _ = &mut timer => {
@@ -325,8 +330,7 @@ async fn load(i: usize, ws: Ws, shared: &Shared, stop: &mut watch::Receiver<bool
             }
             Kind::Offer => {
                 Counters::inc(&c.offers_in);
-                let (Some(ih), Some(from), Some(oid)) = (m.info_hash, m.peer_id, m.offer_id)
-                else {
+                let (Some(ih), Some(from), Some(oid)) = (m.info_hash, m.peer_id, m.offer_id) else {
                     continue;
                 };
                 if cfg.answer_ratio >= 1.0 || rng.random_bool(cfg.answer_ratio.max(0.0)) {

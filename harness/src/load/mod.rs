@@ -213,7 +213,10 @@ pub fn parse_loopback_url(url: &str, schemes: &[&str]) -> Result<LoopbackUrl, St
         .split_once("://")
         .ok_or_else(|| format!("{url}: expected scheme://host:port"))?;
     if !schemes.contains(&scheme) {
-        return Err(format!("{url}: the scheme must be one of {}", schemes.join(", ")));
+        return Err(format!(
+            "{url}: the scheme must be one of {}",
+            schemes.join(", ")
+        ));
     }
     let (hostport, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -275,10 +278,14 @@ impl BenchConfig {
         )?;
         l(
             self.connect_phase > Duration::ZERO && self.connect_phase <= limits::MAX_CONNECT_PHASE,
-            format!("--connect-phase must be > 0 and <= {:?}", limits::MAX_CONNECT_PHASE),
+            format!(
+                "--connect-phase must be > 0 and <= {:?}",
+                limits::MAX_CONNECT_PHASE
+            ),
         )?;
         l(
-            self.connect_timeout > Duration::ZERO && self.connect_timeout <= limits::MAX_CONNECT_PHASE,
+            self.connect_timeout > Duration::ZERO
+                && self.connect_timeout <= limits::MAX_CONNECT_PHASE,
             "--connect-timeout must be > 0 and <= 300 s".into(),
         )?;
         l(
@@ -299,7 +306,10 @@ impl BenchConfig {
         )?;
         l(
             (1..=limits::MAX_SWARMS_PER_CONN).contains(&self.swarms_per_conn),
-            format!("--swarms-per-conn must be 1..={}", limits::MAX_SWARMS_PER_CONN),
+            format!(
+                "--swarms-per-conn must be 1..={}",
+                limits::MAX_SWARMS_PER_CONN
+            ),
         )?;
         l(
             (0.0..=1.0).contains(&self.seeder_ratio),
@@ -407,7 +417,10 @@ impl ServerView {
                     names.iter().map(|n| (n.to_string(), f(n))).collect()
                 };
                 Ok(ServerCounters {
-                    requests: pick(&|k| m.requests(k), &["announce", "answer", "scrape", "invalid"]),
+                    requests: pick(
+                        &|k| m.requests(k),
+                        &["announce", "answer", "scrape", "invalid"],
+                    ),
                     responses: pick(
                         &|k| m.responses(k),
                         &["announce", "offer", "answer", "scrape", "error"],
@@ -665,7 +678,11 @@ impl BenchReport {
                     } else {
                         0.0
                     },
-                    if self.mode == Mode::Load { per } else { String::new() }
+                    if self.mode == Mode::Load {
+                        per
+                    } else {
+                        String::new()
+                    }
                 );
             }
         }
@@ -840,7 +857,9 @@ async fn run_async(cfg: BenchConfig) -> Result<BenchReport, LoadError> {
             .collect()
     };
     let mut hash_rng = SmallRng::seed_from_u64(cfg.seed);
-    let hashes: Vec<Id20> = (0..cfg.hashes).map(|_| Id20::random(&mut hash_rng)).collect();
+    let hashes: Vec<Id20> = (0..cfg.hashes)
+        .map(|_| Id20::random(&mut hash_rng))
+        .collect();
     let popularity = Popularity::zipf(cfg.hashes, cfg.zipf);
     let announce_bytes = {
         let mut r = SmallRng::seed_from_u64(0);
@@ -914,7 +933,10 @@ async fn run_async(cfg: BenchConfig) -> Result<BenchReport, LoadError> {
     let opened = shared.connected.load(Ordering::Relaxed);
     progress(
         &cfg,
-        &format!("{opened} of {} connections open in {connect_secs:.1} s", cfg.connections),
+        &format!(
+            "{opened} of {} connections open in {connect_secs:.1} s",
+            cfg.connections
+        ),
     );
     if opened == 0 {
         let _ = stop_tx.send(true);
@@ -983,7 +1005,12 @@ async fn run_async(cfg: BenchConfig) -> Result<BenchReport, LoadError> {
     finish(tasks, view).await;
 
     let lat = &shared.latency;
-    let latency_us = match (lat.quantile(0.5), lat.quantile(0.9), lat.quantile(0.99), lat.max()) {
+    let latency_us = match (
+        lat.quantile(0.5),
+        lat.quantile(0.9),
+        lat.quantile(0.99),
+        lat.max(),
+    ) {
         (Some(a), Some(b), Some(c), Some(d)) => Some([a, b, c, d]),
         _ => None,
     };

@@ -265,7 +265,13 @@ mod tests {
             }
             other => panic!("not an announce: {other:?}"),
         }
-        let ans = answer(&h.to_json(), &p, &Id20([1; 20]).to_json(), &Id20([2; 20]).to_json(), &sdp);
+        let ans = answer(
+            &h.to_json(),
+            &p,
+            &Id20([1; 20]).to_json(),
+            &Id20([2; 20]).to_json(),
+            &sdp,
+        );
         assert!(matches!(
             ghostmesh_tracker::wire::decode_request(ans.as_bytes()),
             Ok(ghostmesh_tracker::wire::Request::Answer(_))

@@ -203,14 +203,31 @@ mod tests {
     #[test]
     fn buckets_are_monotonic_and_tight() {
         let mut last = 0;
-        for v in [0u64, 1, 31, 32, 33, 63, 64, 100, 1000, 12_345, 1 << 20, 1 << 30] {
+        for v in [
+            0u64,
+            1,
+            31,
+            32,
+            33,
+            63,
+            64,
+            100,
+            1000,
+            12_345,
+            1 << 20,
+            1 << 30,
+        ] {
             let b = bucket_of(v);
             assert!(b >= last, "bucket of {v}");
             last = b;
             let lo = bucket_low(b);
             let hi = bucket_low(b + 1);
             assert!(lo <= v && v < hi.max(lo + 1), "{v} in [{lo}, {hi})");
-            assert!((hi - lo) as f64 <= (v as f64 / 16.0).max(1.0), "{v}: width {}", hi - lo);
+            assert!(
+                (hi - lo) as f64 <= (v as f64 / 16.0).max(1.0),
+                "{v}: width {}",
+                hi - lo
+            );
         }
     }
 

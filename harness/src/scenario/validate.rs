@@ -1026,7 +1026,13 @@ fn resolve_step(
             let one = |cx: &mut Ctx<'_>, key: &'static str, v: &Option<String>| -> Option<usize> {
                 let sel = need_sel(cx, key, v)?;
                 if sel.peers.len() != 1 {
-                    cx.err(&at(key), format!("{key} names one peer, e.g. {key} = \"{key}[0]\"; this is {} peers", sel.peers.len()));
+                    cx.err(
+                        &at(key),
+                        format!(
+                            "{key} names one peer, e.g. {key} = \"{key}[0]\"; this is {} peers",
+                            sel.peers.len()
+                        ),
+                    );
                     return None;
                 }
                 Some(sel.peers[0])
@@ -1034,22 +1040,36 @@ fn resolve_step(
             let entry = one(cx, "entry", &s.entry)?;
             let master = one(cx, "master", &s.master)?;
             if entry == master {
-                cx.err(&at("master"), "the entry and the master must be different peers");
+                cx.err(
+                    &at("master"),
+                    "the entry and the master must be different peers",
+                );
             }
             if from.peers.iter().all(|p| *p == entry || *p == master) {
-                cx.err(&at("from"), "no client: every peer of `from` is the entry or the master");
+                cx.err(
+                    &at("from"),
+                    "no client: every peer of `from` is the entry or the master",
+                );
             }
             let min_hops = s.min_hops.unwrap_or(3);
             if !(1..=8).contains(&min_hops) {
-                cx.err(&at("min_hops"), "expected 1 to 8 hops (the entry caps what clients ask for at 8)");
+                cx.err(
+                    &at("min_hops"),
+                    "expected 1 to 8 hops (the entry caps what clients ask for at 8)",
+                );
             }
             let response_delay = match &s.response_delay {
                 None => (Duration::from_secs(1), Duration::from_secs(5)),
                 Some(v) if v.len() == 2 => {
-                    let lo = cx.duration(&at("response_delay"), &Some(v[0].clone()), Duration::ZERO);
-                    let hi = cx.duration(&at("response_delay"), &Some(v[1].clone()), Duration::ZERO);
+                    let lo =
+                        cx.duration(&at("response_delay"), &Some(v[0].clone()), Duration::ZERO);
+                    let hi =
+                        cx.duration(&at("response_delay"), &Some(v[1].clone()), Duration::ZERO);
                     if lo > hi {
-                        cx.err(&at("response_delay"), "expected [min, max] with min <= max, e.g. [\"1s\", \"5s\"]");
+                        cx.err(
+                            &at("response_delay"),
+                            "expected [min, max] with min <= max, e.g. [\"1s\", \"5s\"]",
+                        );
                     }
                     (lo, hi)
                 }
@@ -1062,7 +1082,10 @@ fn resolve_step(
                 None => None,
                 Some(n) if (256..=1 << 20).contains(&n) => Some(n as usize),
                 Some(_) => {
-                    cx.err(&at("fixed_packet_bytes"), "expected 256 to 1048576 characters, e.g. 4096");
+                    cx.err(
+                        &at("fixed_packet_bytes"),
+                        "expected 256 to 1048576 characters, e.g. 4096",
+                    );
                     None
                 }
             };
@@ -1158,8 +1181,7 @@ fn resolve_step(
     })
 }
 
-const ASSERT_KINDS: &str =
-    "delivery_ratio, latency, bytes, discovered, throughput, hops, hop_bytes, tracker_peers or delay_padding";
+const ASSERT_KINDS: &str = "delivery_ratio, latency, bytes, discovered, throughput, hops, hop_bytes, tracker_peers or delay_padding";
 
 fn resolve_assert(
     cx: &mut Ctx<'_>,
@@ -1294,12 +1316,23 @@ fn resolve_assert(
             measure,
         },
         "delay_padding" => {
-            let dur = |cx: &mut Ctx<'_>, key: &'static str, v: &Option<toml::Value>| -> Option<Duration> {
+            let dur = |cx: &mut Ctx<'_>,
+                       key: &'static str,
+                       v: &Option<toml::Value>|
+             -> Option<Duration> {
                 match v {
                     None => None,
-                    Some(toml::Value::String(t)) => Some(cx.duration(&at(key), &Some(t.clone()), Duration::ZERO)),
+                    Some(toml::Value::String(t)) => {
+                        Some(cx.duration(&at(key), &Some(t.clone()), Duration::ZERO))
+                    }
                     Some(other) => {
-                        cx.err(&at(key), format!("expected a duration like \"1s\", found {}", other.type_str()));
+                        cx.err(
+                            &at(key),
+                            format!(
+                                "expected a duration like \"1s\", found {}",
+                                other.type_str()
+                            ),
+                        );
                         None
                     }
                 }

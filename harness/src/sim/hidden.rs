@@ -46,8 +46,14 @@ pub(super) struct Held {
 /// A public key of the real PEM length (a 2048-bit SPKI is 294 bytes), so sizes are real.
 fn client_key_pem() -> String {
     let b64 = "A".repeat(392);
-    let lines: Vec<&str> = (0..b64.len()).step_by(64).map(|i| &b64[i..(i + 64).min(b64.len())]).collect();
-    format!("-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----", lines.join("\n"))
+    let lines: Vec<&str> = (0..b64.len())
+        .step_by(64)
+        .map(|i| &b64[i..(i + 64).min(b64.len())])
+        .collect();
+    format!(
+        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----",
+        lines.join("\n")
+    )
 }
 
 fn envelope(plain_len: usize) -> Envelope {
@@ -121,7 +127,9 @@ impl Sim<'_> {
             if let Some(f) = fixed_packet_bytes {
                 hp::pad(&mut v, *f);
             }
-            self.rec.messages[id].hop_bytes.push(filedata::packet_len(&v));
+            self.rec.messages[id]
+                .hop_bytes
+                .push(filedata::packet_len(&v));
             let now = self.instant();
             let sent = self.peers[p as usize]
                 .node
@@ -131,7 +139,9 @@ impl Sim<'_> {
                 Some(Ok(request)) => {
                     self.peers[p as usize].requests.insert(request, id);
                 }
-                Some(Err(err)) => self.rec.messages[id].failure = Some(format!("send refused: {err:?}")),
+                Some(Err(err)) => {
+                    self.rec.messages[id].failure = Some(format!("send refused: {err:?}"))
+                }
                 None => {}
             }
             self.pump(p);
@@ -139,8 +149,16 @@ impl Sim<'_> {
     }
 
     /// A `hidden-service-request` reached `p` (the entry) from `from`.
-    pub(super) fn on_hidden_request(&mut self, p: u32, from: u32, handle: MessageHandle<u32>, v: &Value) {
-        let Some(rec) = self.hidden_rec(v) else { return };
+    pub(super) fn on_hidden_request(
+        &mut self,
+        p: u32,
+        from: u32,
+        handle: MessageHandle<u32>,
+        v: &Value,
+    ) {
+        let Some(rec) = self.hidden_rec(v) else {
+            return;
+        };
         let sc = self.sc;
         let Action::HiddenRequest {
             entry,
@@ -156,7 +174,11 @@ impl Sim<'_> {
             return;
         }
         let m = *master as u32;
-        let requested = v.get("requestedHops").and_then(Value::as_u64).unwrap_or(1).clamp(1, 8);
+        let requested = v
+            .get("requestedHops")
+            .and_then(Value::as_u64)
+            .unwrap_or(1)
+            .clamp(1, 8);
         // As the mesh's entry: requestedHops - 1 relays among the linked peers, never the
         // client or the master; fewer when fewer are linked.
         let candidates: Vec<u32> = self.peers[p as usize]
@@ -181,9 +203,17 @@ impl Sim<'_> {
         let request = filedata::hex16(rand::RngExt::random(&mut self.rng));
         let mut reply_route: Vec<String> = hops[..hops.len() - 1].iter().rev().cloned().collect();
         reply_route.push(me);
-        let inner = packet::route_request(&circuit, &request, &self.hex(p), &reply_route, &Payload::Json(v.clone()));
+        let inner = packet::route_request(
+            &circuit,
+            &request,
+            &self.hex(p),
+            &reply_route,
+            &Payload::Json(v.clone()),
+        );
         let layers = packet::wrap(&circuit, &hops, &Payload::Json(inner));
-        self.rec.messages[rec].hop_bytes.push(filedata::packet_len(&layers));
+        self.rec.messages[rec]
+            .hop_bytes
+            .push(filedata::packet_len(&layers));
         self.hidden_entry.insert(
             request,
             AtEntry {
@@ -213,11 +243,19 @@ impl Sim<'_> {
             if m.to == Some(p as usize) && m.delivered_at.is_none() {
                 m.delivered_at = Some(self.now);
             }
-            if let Action::HiddenRequest { fixed_packet_bytes, .. } = &self.sc.steps[m.step].action {
+            if let Action::HiddenRequest {
+                fixed_packet_bytes, ..
+            } = &self.sc.steps[m.step].action
+            {
                 fixed = *fixed_packet_bytes;
             }
         }
-        let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+        let s = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
         let mut resp = hp::response(&s("service"), &s("requestId"), &s("nonce"), &envelope(16));
         if let Some(f) = fixed {
             hp::pad(&mut resp, f);
@@ -264,7 +302,9 @@ impl Sim<'_> {
 
     /// A held response is due: the entry answers the client.
     pub(super) fn hidden_reply(&mut self, key: u64) {
-        let Some(h) = self.held.remove(&key) else { return };
+        let Some(h) = self.held.remove(&key) else {
+            return;
+        };
         let now = self.instant();
         if let Some(n) = self.peers[h.entry as usize].node.as_mut() {
             let _ = n.respond(now, &h.handle, Payload::Json(h.packet));

@@ -928,7 +928,9 @@ impl<'a> Sim<'a> {
                         self.on_onion_packet(p, peer, v);
                         return;
                     }
-                    if ghostmesh::hidden::packet::kind(v) == Some(ghostmesh::hidden::packet::REQUEST) {
+                    if ghostmesh::hidden::packet::kind(v)
+                        == Some(ghostmesh::hidden::packet::REQUEST)
+                    {
                         self.on_hidden_request(p, peer, handle, v);
                         return;
                     }
