@@ -186,61 +186,29 @@ async fn a_container_tracker_serves_restarts_and_reports_healthy() {
     t.remove().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tracker_on_another_port_is_healthy_with_the_documented_override() {
-    // The image's HEALTHCHECK does not see CMD's flags; a tracker told by a flag to listen
-    // elsewhere needs the exec-form override the Dockerfile documents (docker-compose.yml uses
-    // the same form).
+/// Starts the tracker image with `cmd` and `env` under the health check `check` (probed every
+/// 500 ms), waits until Docker reports it healthy, and asserts that; `None` when Docker or the
+/// image is missing (and the test may skip).
+async fn healthy_tracker(
+    test: &str,
+    cmd: &[&str],
+    env: &[(&str, &str)],
+    check: &[&str],
+) -> Option<testcontainers::ContainerAsync<GenericImage>> {
     let image = tracker_image();
-    if !docker_ready(
-        "a_tracker_on_another_port_is_healthy_with_the_documented_override",
-        &[&image],
-    ) {
-        return;
+    if !docker_ready(test, &[&image]) {
+        return None;
     }
     let (name, tag) = image.rsplit_once(':').unwrap_or((&image, "latest"));
-    let c = GenericImage::new(name, tag)
+    let mut req = GenericImage::new(name, tag)
         .with_wait_for(WaitFor::healthcheck())
-        .with_cmd(["--listen", "0.0.0.0:8123"])
-        .with_health_check(
-            Healthcheck::cmd([
-                "/ghostmesh-tracker",
-                "healthcheck",
-                "http://127.0.0.1:8123/health",
-            ])
-            .with_interval(Duration::from_millis(500))
-            .with_timeout(Duration::from_secs(3))
-            .with_retries(3),
-        )
-        .with_startup_timeout(Duration::from_secs(30))
-        .start()
-        .await
-        .unwrap();
-    let o = docker(&["inspect", "-f", "{{.State.Health.Status}}", c.id()]);
-    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "healthy");
-    let _ = c.rm().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tracker_configured_by_environment_is_probed_on_its_own_port() {
-    // The image's check is `healthcheck` without a URL: it reads GHOSTMESH_TRACKER_* like the
-    // tracker, so moving the port through the environment needs no override. (Same command as
-    // the image's, with a shorter interval so the test does not wait 10 s per probe.)
-    let image = tracker_image();
-    if !docker_ready(
-        "a_tracker_configured_by_environment_is_probed_on_its_own_port",
-        &[&image],
-    ) {
-        return;
+        .with_cmd(cmd.iter().map(|s| s.to_string()));
+    for (k, v) in env {
+        req = req.with_env_var(*k, *v);
     }
-    let (name, tag) = image.rsplit_once(':').unwrap_or((&image, "latest"));
-    let c = GenericImage::new(name, tag)
-        .with_wait_for(WaitFor::healthcheck())
-        // Replaces the default CMD's --listen flag (flags win over the environment).
-        .with_cmd(["--log-level", "info"])
-        .with_env_var("GHOSTMESH_TRACKER_LISTEN", "0.0.0.0:8123")
+    let c = req
         .with_health_check(
-            Healthcheck::cmd(["/ghostmesh-tracker", "healthcheck"])
+            Healthcheck::cmd(check.iter().map(|s| s.to_string()))
                 .with_interval(Duration::from_millis(500))
                 .with_timeout(Duration::from_secs(3))
                 .with_retries(3),
@@ -250,9 +218,60 @@ async fn a_tracker_configured_by_environment_is_probed_on_its_own_port() {
         .await
         .unwrap();
     let o = docker(&["inspect", "-f", "{{.State.Health.Status}}", c.id()]);
-    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "healthy");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "healthy",
+        "{test}"
+    );
+    Some(c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tracker_on_another_port_is_healthy_with_the_documented_override() {
+    // The image's HEALTHCHECK does not see CMD's flags; a tracker told by a flag to listen
+    // elsewhere needs the exec-form override the Dockerfile documents (docker-compose.yml uses
+    // the same form).
+    let Some(c) = healthy_tracker(
+        "a_tracker_on_another_port_is_healthy_with_the_documented_override",
+        &["--listen", "0.0.0.0:8123"],
+        &[],
+        &[
+            "/ghostmesh-tracker",
+            "healthcheck",
+            "http://127.0.0.1:8123/health",
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    let _ = c.rm().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tracker_configured_by_environment_is_probed_on_its_own_port() {
+    // The image's check is `healthcheck` without a URL: it reads GHOSTMESH_TRACKER_* like the
+    // tracker, so moving the port through the environment needs no override. (Same command as
+    // the image's, with a shorter interval so the test does not wait 10 s per probe.)
+    let image_check = ["/ghostmesh-tracker", "healthcheck"];
+    let Some(c) = healthy_tracker(
+        "a_tracker_configured_by_environment_is_probed_on_its_own_port",
+        // Replaces the default CMD's --listen flag (flags win over the environment).
+        &["--log-level", "info"],
+        &[("GHOSTMESH_TRACKER_LISTEN", "0.0.0.0:8123")],
+        &image_check,
+    )
+    .await
+    else {
+        return;
+    };
     // The image's own check is that same command.
-    let o = docker(&["inspect", "-f", "{{json .Config.Healthcheck.Test}}", &image]);
+    let o = docker(&[
+        "inspect",
+        "-f",
+        "{{json .Config.Healthcheck.Test}}",
+        &tracker_image(),
+    ]);
     assert_eq!(
         String::from_utf8_lossy(&o.stdout).trim(),
         r#"["CMD","/ghostmesh-tracker","healthcheck"]"#
